@@ -1,0 +1,35 @@
+"""The default backend: the pure-Python reference assigner, needing nothing installed."""
+
+from __future__ import annotations
+
+from pytest_pcie import reference
+from pytest_pcie.cases import Action, Case
+from pytest_pcie.domain import prepare_domain
+from pytest_pcie.outcome import Failure, Outcome
+
+
+class ReferenceBackend:
+    """Runs cases through :mod:`pytest_pcie.reference`, mirroring what the libvirt backend does."""
+
+    name = "reference"
+
+    def header(self) -> str:
+        return "pcie backend: reference (pure-Python model of libvirt 9.0.0 + QEMU 7.2)"
+
+    def run(self, case: Case, machine: str) -> Outcome:
+        try:
+            domain = reference.define(prepare_domain(case.input_xml, machine))
+        except reference.LibvirtError as exc:
+            return Outcome(None, Failure(0, "define", exc.message))
+        for number, step in enumerate(case.steps, start=1):
+            try:
+                if step.action is Action.ATTACH:
+                    domain = reference.attach(domain, step.device_xml, live=case.operation.live)
+                else:
+                    domain = reference.detach(domain, step.device_xml)
+            except reference.LibvirtError as exc:
+                return Outcome(domain, Failure(number, step.label, exc.message))
+        return Outcome(domain)
+
+    def close(self) -> None:
+        pass

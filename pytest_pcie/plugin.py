@@ -1,0 +1,1 @@
+"""pytest hooks and options only (being written)."""

@@ -1,0 +1,32 @@
+"""A pure-Python model of how libvirt 9.0.0 lays out the PCI topology of a QEMU x86_64 guest.
+
+Public API (stable):
+
+* :func:`define` — the domain XML libvirt would store for a definition.
+* :func:`attach` — attach one device, offline (``--config``) or live (hotplug).
+* :func:`detach` — detach one device from the persistent definition.
+* :class:`LibvirtError` — raised, with libvirt's exact message text, where libvirt refuses.
+"""
+
+from __future__ import annotations
+
+from pytest_pcie.reference.errors import LibvirtError
+
+__all__ = ["LibvirtError", "attach", "define", "detach"]
+
+
+def define(domain_xml: str) -> str:
+    """Return the domain XML libvirt would store after ``virsh define``: defaults added, PCI
+    controllers auto-added and every PCI address filled in."""
+    raise NotImplementedError("the reference assigner's define is not written yet")
+
+
+def attach(domain_xml: str, device_xml: str, *, live: bool) -> str:
+    """Attach ``device_xml`` to ``domain_xml`` (a define output, or the running guest's XML when
+    ``live``) and return the resulting XML."""
+    raise NotImplementedError("the reference assigner's attach is not written yet")
+
+
+def detach(domain_xml: str, device_xml: str) -> str:
+    """Detach the device matching ``device_xml`` from the persistent definition ``domain_xml``."""
+    raise NotImplementedError("the reference assigner's detach is not written yet")
