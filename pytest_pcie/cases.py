@@ -11,6 +11,7 @@ rule the case pins and what to do with the input::
         { attach = "nic.xml" },
     ]
     expect-error = "No more available PCI slots"   # optional, see Case.expect_error
+    rules = ["policy.live-attach-never-adds"]      # optional: ids from rules.toml this case pins
 
 Everything a user can get wrong is reported as a :class:`CaseError` naming the file and the fix, so
 the plugin can show one clear line instead of a traceback.  Nothing here knows about pytest.
@@ -68,7 +69,7 @@ ALLOWED_ACTIONS: dict[Operation, frozenset[Action]] = {
     Operation.ATTACH_LIVE: frozenset({Action.ATTACH}),
 }
 
-KNOWN_KEYS = frozenset({"description", "machines", "operation", "steps", "expect-error"})
+KNOWN_KEYS = frozenset({"description", "machines", "operation", "steps", "expect-error", "rules"})
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Case:
     input_xml: str
     steps: tuple[Step, ...]
     expect_error: str | None
+    rules: tuple[str, ...] = ()
 
 
 def load_case(folder: Path, root: Path) -> Case:
@@ -133,8 +135,12 @@ def load_case(folder: Path, root: Path) -> Case:
     if expect_error is not None and (not isinstance(expect_error, str) or not expect_error):
         raise CaseError(toml_path, "'expect-error' must be a non-empty string (text libvirt's message contains)")
 
+    rules = data.get("rules", [])
+    if not isinstance(rules, list) or not all(isinstance(rule, str) and rule for rule in rules):
+        raise CaseError(toml_path, "'rules' must be a list of rule ids from rules.toml, e.g. [\"policy.spare-port\"]")
+
     case_id = folder.relative_to(root).as_posix()
-    return Case(folder, case_id, description, machines, operation, input_xml, steps, expect_error)
+    return Case(folder, case_id, description, machines, operation, input_xml, steps, expect_error, tuple(rules))
 
 
 def find_case_folders(root: Path) -> Iterator[Path]:
