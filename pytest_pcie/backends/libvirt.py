@@ -1,0 +1,293 @@
+"""The libvirt backend: run cases on a real libvirtd + QEMU host and record what libvirt decides.
+
+Every case gets a fresh, uniquely named domain that carries our ownership marker
+(:mod:`pytest_pcie.backends.libvirt_safety`), and is destroyed and undefined however the case ends.
+Live cases start a transient guest with ``VIR_DOMAIN_START_AUTODESTROY``, so even a killed pytest
+leaves no running guest: libvirtd stops it when our connection drops.  What a kill can leave (a
+persistent definition) is swept by the next backend that connects, but only once its owner is
+known to be gone.
+
+Everything goes through the libvirt API at the given URI, so a remote ``qemu+ssh://`` host works
+the same as the local socket.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from lxml import etree
+
+from pytest_pcie.backends.base import BackendUnavailable
+from pytest_pcie.backends.libvirt_safety import (
+    MARKER_NS,
+    MARKER_PREFIX,
+    MARKER_TAG,
+    NAME_PREFIX,
+    Owner,
+    is_leftover,
+    mark_domain,
+    parse_marker,
+    this_process,
+    unmark_domain,
+)
+from pytest_pcie.cases import Action, Case, Operation
+from pytest_pcie.domain import ARCH, prepare_domain
+from pytest_pcie.outcome import Failure, Outcome
+
+DEFAULT_URI = "qemu:///system"
+PREPARE_HINT = "start it with `sudo scripts/prepare-host`"
+
+# Domain types in order of preference: KVM when the host offers it, else QEMU's TCG emulation.
+# Both lay out PCI identically; KVM only starts guests faster.
+DOMAIN_TYPES = ("kvm", "qemu")
+
+
+class StepRefused(Exception):
+    """libvirt refused a step; carries libvirt's message exactly as libvirt-python words it."""
+
+
+@dataclass
+class _Run:
+    """One case on one machine while it runs: the names the backend must put back afterwards."""
+
+    name: str
+    case_name: str
+    case_type: str
+    domain_xml: str | None = None
+
+
+class LibvirtBackend:
+    """Runs cases on libvirtd at ``uri``; one instance per pytest session or xdist worker."""
+
+    name = "libvirt"
+
+    def __init__(self, uri: str = DEFAULT_URI) -> None:
+        self.uri = uri
+        self._libvirt = _import_libvirt()
+        self._conn = _open(self._libvirt, uri)
+        try:
+            self.domain_type = _pick_domain_type(self._conn, uri)
+            self.owner = this_process()
+            self._counter = itertools.count(1)
+            self.swept = self.sweep()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @property
+    def session(self) -> str:
+        """The random token in every domain name this backend creates (``pcie-test-<session>-<n>``)."""
+        return self.owner.session
+
+    def header(self) -> str:
+        lib = _version_text(self._libvirt.getVersion())
+        qemu = _version_text(self._conn.getVersion())
+        return f"pcie backend: libvirt {lib}, QEMU {qemu} at {self.uri}, domain type {self.domain_type}"
+
+    def run(self, case: Case, machine: str) -> Outcome:
+        prepared = prepare_domain(case.input_xml, machine)
+        root = etree.fromstring(prepared.encode("utf-8"))
+        run = _Run(
+            name=f"{NAME_PREFIX}{self.session}-{next(self._counter)}",
+            case_name=root.findtext("name") or "",
+            case_type=root.get("type", "kvm"),
+        )
+        marked = mark_domain(prepared, run.name, self.domain_type, self.owner)
+        try:
+            return self._run_steps(case, run, marked)
+        finally:
+            with _sigint_deferred():
+                self._discard(run.name)
+
+    def close(self) -> None:
+        """Remove what this session (or an earlier, dead one) left, then drop the connection."""
+        try:
+            self.sweep()
+        finally:
+            self._conn.close()
+
+    def sweep(self) -> list[str]:
+        """Destroy and undefine every leftover domain of ours; return the names removed.
+
+        A domain is touched only if it has our name prefix AND our marker AND its owner is gone
+        (see :func:`pytest_pcie.backends.libvirt_safety.is_leftover`).  Domains vanishing under our
+        feet (another worker sweeping the same leftovers) are not an error.
+        """
+        removed = []
+        now = time.time()
+        for domain in self._conn.listAllDomains(0):
+            name = domain.name()
+            if not name.startswith(NAME_PREFIX):
+                continue
+            owner = self._owner_of(domain)
+            if owner is None or not is_leftover(owner, self.owner, now):
+                continue
+            with _sigint_deferred():
+                if self._discard(name, owner_check=owner.__eq__):
+                    removed.append(name)
+        return removed
+
+    # ---- one case -------------------------------------------------------------------------------
+
+    def _run_steps(self, case: Case, run: _Run, marked_xml: str) -> Outcome:
+        try:
+            domain = self._conn.defineXML(marked_xml)
+        except self._libvirt.libvirtError as exc:
+            return Outcome(None, Failure(0, "define", str(exc)))
+        run.domain_xml = self._xml(domain, live=False)
+        if case.operation is Operation.DEFINE:
+            return self._outcome(run)
+        if case.operation.live:
+            try:
+                domain = self._start_transient(run)
+            except StepRefused as exc:
+                return self._outcome(run, Failure(0, "start", str(exc)))
+        flags = self._libvirt.VIR_DOMAIN_AFFECT_LIVE if case.operation.live else self._libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        for number, step in enumerate(case.steps, start=1):
+            apply = domain.attachDeviceFlags if step.action is Action.ATTACH else domain.detachDeviceFlags
+            try:
+                apply(step.device_xml, flags)
+            except self._libvirt.libvirtError as exc:
+                return self._outcome(run, Failure(number, step.label, str(exc)))
+            run.domain_xml = self._xml(domain, live=case.operation.live)
+        return self._outcome(run)
+
+    def _start_transient(self, run: _Run) -> Any:
+        """Swap the definition for a running transient guest built from exactly what define stored.
+
+        Transient plus AUTODESTROY means libvirtd itself stops the guest if this process dies.
+        """
+        assert run.domain_xml is not None
+        inactive = run.domain_xml
+        with _sigint_deferred():
+            self._discard(run.name)
+        try:
+            return self._conn.createXML(inactive, self._libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        except self._libvirt.libvirtError as exc:
+            raise StepRefused(str(exc)) from None
+
+    def _outcome(self, run: _Run, failure: Failure | None = None) -> Outcome:
+        xml = run.domain_xml
+        restored = None if xml is None else unmark_domain(xml, run.case_name, run.case_type)
+        return Outcome(restored, failure)
+
+    def _xml(self, domain: Any, *, live: bool) -> str:
+        flags = 0 if live else self._libvirt.VIR_DOMAIN_XML_INACTIVE
+        return str(domain.XMLDesc(flags))
+
+    # ---- removing domains -----------------------------------------------------------------------
+
+    def _owner_of(self, domain: Any) -> Owner | None:
+        try:
+            text = domain.metadata(self._libvirt.VIR_DOMAIN_METADATA_ELEMENT, MARKER_NS, 0)
+        except self._libvirt.libvirtError:
+            return None  # no marker of ours, or the domain is already gone
+        return parse_marker(_with_namespace(str(text)))
+
+    def _discard(self, name: str, owner_check: Callable[[Owner], bool] | None = None) -> bool:
+        """Stop and undefine domain ``name`` if it still exists and is ours; True if it was removed.
+
+        Looked up by name rather than by handle so that an interrupt between libvirt creating the
+        domain and Python receiving the handle still finds it.  Without ``owner_check`` the marker
+        must name this backend's session.
+        """
+        if not name.startswith(NAME_PREFIX):
+            return False
+        lv = self._libvirt
+        try:
+            domain = self._conn.lookupByName(name)
+        except lv.libvirtError:
+            return False
+        owner = self._owner_of(domain)
+        check = owner_check or (lambda found: found.session == self.session and found.pid == self.owner.pid)
+        if owner is None or not check(owner):
+            return False
+        try:
+            if domain.isActive():
+                domain.destroy()
+            if domain.isPersistent():
+                domain.undefine()
+        except lv.libvirtError as exc:
+            if exc.get_error_code() != lv.VIR_ERR_NO_DOMAIN:
+                raise
+        return True
+
+
+def _import_libvirt() -> ModuleType:
+    try:
+        module = importlib.import_module("libvirt")
+    except ImportError:
+        raise BackendUnavailable("libvirt-python is not installed: pip install 'pytest-pcie[libvirt]'") from None
+    # libvirt-python prints every error to stderr by default; we report them ourselves.
+    module.registerErrorHandler(lambda _ctx, _err: None, None)
+    return module
+
+
+def _open(lv: ModuleType, uri: str) -> Any:
+    try:
+        return lv.open(uri)
+    except lv.libvirtError as exc:
+        raise BackendUnavailable(f"libvirtd is not reachable at {uri}: {_one_line(exc)}; {PREPARE_HINT}") from None
+
+
+def _pick_domain_type(conn: Any, uri: str) -> str:
+    """Return the preferred domain type the host offers for x86_64 hvm guests under QEMU."""
+    driver = str(conn.getType())
+    if driver != "QEMU":
+        raise BackendUnavailable(
+            f"{uri} is libvirt's {driver} driver, not QEMU; point --pcie-libvirt-uri at a qemu:// URI"
+        )
+    caps = etree.fromstring(str(conn.getCapabilities()).encode("utf-8"))
+    offered = {
+        domain.get("type")
+        for guest in caps.findall("guest")
+        if guest.findtext("os_type") == "hvm"
+        for arch in guest.findall("arch")
+        if arch.get("name") == ARCH
+        for domain in arch.findall("domain")
+    }
+    for domain_type in DOMAIN_TYPES:
+        if domain_type in offered:
+            return domain_type
+    raise BackendUnavailable(f"no QEMU {ARCH} emulator on the host at {uri}: apt-get install qemu-system-x86")
+
+
+def _with_namespace(text: str) -> str:
+    """libvirt returns a metadata element without its namespace declaration; give it back ours."""
+    root = etree.fromstring(text.encode("utf-8"))
+    element = etree.Element(f"{{{MARKER_NS}}}{MARKER_TAG}", nsmap={MARKER_PREFIX: MARKER_NS})
+    for key, value in root.attrib.items():
+        element.set(key, value)
+    return etree.tostring(element, encoding="unicode")
+
+
+def _version_text(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back while a domain is being removed, so an interrupt cannot leave half of one.
+
+    The pending SIGINT is delivered (as KeyboardInterrupt) as soon as the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
