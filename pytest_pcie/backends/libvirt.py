@@ -18,6 +18,7 @@ import itertools
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -49,6 +50,13 @@ PREPARE_HINT = "start it with `sudo scripts/prepare-host`"
 # Both lay out PCI identically; KVM only starts guests faster.
 DOMAIN_TYPES = ("kvm", "qemu")
 
+# Stopping a guest takes libvirtd 0.2 s at best and, on hosts whose init reaps orphaned processes
+# slowly (measured: 2 s in a container whose pid 1 is not a real init), that long again waiting for
+# QEMU's pid to vanish.  Live guests are therefore destroyed in the background, over a connection
+# of their own, while the next case runs.  This caps how many are in flight: libvirtd serves at
+# most 5 requests per client at once by default, and every waiting destroy holds one.
+MAX_BACKGROUND_DESTROYS = 4
+
 
 class StepRefused(Exception):
     """libvirt refused a step; carries libvirt's message exactly as libvirt-python words it."""
@@ -77,6 +85,9 @@ class LibvirtBackend:
             self.domain_type = _pick_domain_type(self._conn, uri)
             self.owner = this_process()
             self._counter = itertools.count(1)
+            self._destroyer = ThreadPoolExecutor(MAX_BACKGROUND_DESTROYS, thread_name_prefix="pcie-destroy")
+            self._destroy_conn: Any = None
+            self._pending: list[Future[None]] = []
             self.swept = self.sweep()
         except BaseException:
             self._conn.close()
@@ -101,17 +112,24 @@ class LibvirtBackend:
             case_type=root.get("type", "kvm"),
         )
         marked = mark_domain(prepared, run.name, self.domain_type, self.owner)
+        self._collect_finished()
         try:
             return self._run_steps(case, run, marked)
         finally:
             with _sigint_deferred():
-                self._discard(run.name)
+                self._discard(run.name, background=True)
 
     def close(self) -> None:
-        """Remove what this session (or an earlier, dead one) left, then drop the connection."""
+        """Finish background destroys, remove what this session (or an earlier, dead one) left,
+        then drop the connection."""
         try:
+            with _sigint_deferred():
+                self._destroyer.shutdown(wait=True)
+            self._collect_finished()
             self.sweep()
         finally:
+            if self._destroy_conn is not None:
+                self._destroy_conn.close()
             self._conn.close()
 
     def sweep(self) -> list[str]:
@@ -192,12 +210,15 @@ class LibvirtBackend:
             return None  # no marker of ours, or the domain is already gone
         return parse_marker(_with_namespace(str(text)))
 
-    def _discard(self, name: str, owner_check: Callable[[Owner], bool] | None = None) -> bool:
+    def _discard(
+        self, name: str, owner_check: Callable[[Owner], bool] | None = None, *, background: bool = False
+    ) -> bool:
         """Stop and undefine domain ``name`` if it still exists and is ours; True if it was removed.
 
         Looked up by name rather than by handle so that an interrupt between libvirt creating the
         domain and Python receiving the handle still finds it.  Without ``owner_check`` the marker
-        must name this backend's session.
+        must name this backend's session.  With ``background`` a running guest is stopped by a
+        worker thread (see :data:`MAX_BACKGROUND_DESTROYS`); :meth:`close` waits for all of them.
         """
         if not name.startswith(NAME_PREFIX):
             return False
@@ -210,15 +231,44 @@ class LibvirtBackend:
         check = owner_check or (lambda found: found.session == self.session and found.pid == self.owner.pid)
         if owner is None or not check(owner):
             return False
+        if background and domain.isActive():
+            if self._destroy_conn is None:
+                self._destroy_conn = _open(lv, self.uri)
+            uuid = domain.UUIDString()
+            self._in_background(lambda: self._remove(lambda: self._destroy_conn.lookupByUUIDString(uuid)))
+        else:
+            self._remove(lambda: domain)
+        return True
+
+    def _remove(self, find: Callable[[], Any]) -> None:
+        """Destroy and undefine the domain ``find`` returns, already known to be ours.
+
+        One that is gone already is fine: another worker's sweep got there first, or a transient
+        guest stopped by itself.
+        """
+        lv = self._libvirt
         try:
+            domain = find()
             if domain.isActive():
                 domain.destroy()
             if domain.isPersistent():
                 domain.undefine()
         except lv.libvirtError as exc:
-            if exc.get_error_code() != lv.VIR_ERR_NO_DOMAIN:
+            if exc.get_error_code() not in (lv.VIR_ERR_NO_DOMAIN, lv.VIR_ERR_OPERATION_INVALID):
                 raise
-        return True
+
+    def _in_background(self, job: Callable[[], None]) -> None:
+        while len(self._pending) >= MAX_BACKGROUND_DESTROYS:
+            wait(self._pending, return_when=FIRST_COMPLETED)
+            self._collect_finished()
+        self._pending.append(self._destroyer.submit(job))
+
+    def _collect_finished(self) -> None:
+        """Forget finished background destroys, re-raising the first that failed (a backend bug)."""
+        finished = [future for future in self._pending if future.done()]
+        self._pending = [future for future in self._pending if not future.done()]
+        for future in finished:
+            future.result()
 
 
 def _import_libvirt() -> ModuleType:
