@@ -1,1 +1,412 @@
-"""pytest hooks and options only (being written)."""
+"""pytest hooks and options: collect case folders, run each on a backend, compare with its golden.
+
+The plugin stays dormant unless asked (a ``--pcie-*`` option on the command line, or the ini key
+``pcie_cases``), so installing pytest-pcie never changes an unrelated project's test run.  All the
+knowledge lives elsewhere: :mod:`pytest_pcie.cases` reads folders, the backend runs them,
+:mod:`pytest_pcie.normalise` and :mod:`pytest_pcie.golden` judge and explain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from pytest_pcie import golden
+from pytest_pcie.backends import (
+    DEFAULT_BACKEND,
+    DEFAULT_LIBVIRT_URI,
+    Backend,
+    BackendSettings,
+    BackendUnavailable,
+    create_backend,
+)
+from pytest_pcie.cases import CASE_FILE, INPUT_FILE, Case, CaseError, load_case
+from pytest_pcie.divergences import Divergence, DivergenceError, load_divergences
+from pytest_pcie.normalise import normalise
+from pytest_pcie.tree import render_tree
+
+MAX_EXPLANATION_LINES = 40
+MAX_TREE_LINES = 60
+OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri")
+WORKER_OUTPUT_KEY = "pcie"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pcie", "pytest-pcie: PCI topology conformance cases")
+    group.addoption(
+        "--pcie-backend",
+        dest="pcie_backend",
+        default=None,
+        metavar="NAME",
+        help=f"backend that runs the cases: reference (default) or libvirt; default {DEFAULT_BACKEND}",
+    )
+    group.addoption(
+        "--pcie-update-goldens",
+        dest="pcie_update_goldens",
+        action="store_true",
+        help="write goldens from what the backend produced (only changed ones), then review `git diff golden/`",
+    )
+    group.addoption(
+        "--pcie-prune-goldens",
+        dest="pcie_prune_goldens",
+        action="store_true",
+        help="on a full run, delete goldens that no case produces",
+    )
+    group.addoption(
+        "--pcie-libvirt-uri",
+        dest="pcie_libvirt_uri",
+        default=None,
+        metavar="URI",
+        help=f"libvirt connection the libvirt backend uses; default {DEFAULT_LIBVIRT_URI}",
+    )
+    parser.addini("pcie_cases", "folder of case folders, relative to the rootdir (setting it enables pytest-pcie)")
+    parser.addini("pcie_goldens", "folder of goldens, relative to the rootdir", default="golden")
+    parser.addini("pcie_known_divergences", "TOML file listing known backend divergences, relative to the rootdir")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's configuration, read once from options and ini keys."""
+
+    enabled: bool
+    cases_root: Path
+    goldens_root: Path
+    divergences_file: Path | None
+    backend_name: str
+    libvirt_uri: str
+    update: bool
+    prune: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        cases = str(config.getini("pcie_cases") or "")
+        asked = any(config.getoption(dest) not in (None, False) for dest in OPTION_DESTS)
+        divergences = str(config.getini("pcie_known_divergences") or "")
+        root = config.rootpath
+        return cls(
+            enabled=asked or bool(cases),
+            cases_root=(root / (cases or "cases")).resolve(),
+            goldens_root=(root / str(config.getini("pcie_goldens") or "golden")).resolve(),
+            divergences_file=(root / divergences).resolve() if divergences else None,
+            backend_name=config.getoption("pcie_backend") or DEFAULT_BACKEND,
+            libvirt_uri=config.getoption("pcie_libvirt_uri") or DEFAULT_LIBVIRT_URI,
+            update=bool(config.getoption("pcie_update_goldens")),
+            prune=bool(config.getoption("pcie_prune_goldens")),
+        )
+
+
+class PcieFailure(Exception):
+    """A case did not give what its golden or its expect-error says; ``str()`` is the whole report."""
+
+
+_SESSION_KEY = pytest.StashKey["PcieSession"]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pcie: a pytest-pcie conformance case (added to every case item)")
+    session = PcieSession(config, Settings.from_config(config))
+    config.stash[_SESSION_KEY] = session
+    config.pluginmanager.register(session, "pcie-session")
+
+
+@pytest.fixture(scope="session")
+def pcie_backend(pytestconfig: pytest.Config) -> Backend:
+    """The session's backend, for tests that want to run their own cases or steps through it."""
+    return pytestconfig.stash[_SESSION_KEY].get_backend()
+
+
+@dataclass(eq=False)  # registered as a plugin, so it must stay hashable
+class PcieSession:
+    """Per-session state: the backend, the known divergences, and what updating wrote."""
+
+    config: pytest.Config
+    settings: Settings
+    backend: Backend | None = None
+    unavailable: str | None = None
+    divergences: list[Divergence] = field(default_factory=list)
+    updates: dict[str, str] = field(default_factory=dict)  # golden path -> UpdateStatus value
+    expected_goldens: set[str] = field(default_factory=set)
+    collect_errors: int = 0
+    orphans: list[str] = field(default_factory=list)
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    @property
+    def is_controller(self) -> bool:
+        return not self.is_worker and self.config.pluginmanager.hasplugin("dsession")
+
+    # --- backend lifetime -------------------------------------------------------------------------
+
+    def get_backend(self) -> Backend:
+        """The backend, created on first use; unavailable backends fail with their one line."""
+        if self.backend is None and self.unavailable is None:
+            try:
+                settings = BackendSettings(libvirt_uri=self.settings.libvirt_uri)
+                self.backend = create_backend(self.settings.backend_name, settings)
+            except BackendUnavailable as exc:
+                self.unavailable = f"pcie backend {self.settings.backend_name!r} is unavailable: {exc}"
+        if self.backend is None:
+            raise PcieFailure(self.unavailable)
+        return self.backend
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.settings.enabled or self.is_controller:
+            return
+        if self.settings.divergences_file is not None:
+            try:
+                self.divergences = load_divergences(self.settings.divergences_file, self.settings.cases_root)
+            except DivergenceError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        try:
+            self.get_backend()
+        except PcieFailure as exc:
+            if not self.is_worker:
+                raise pytest.UsageError(str(exc)) from None
+            # An xdist worker cannot stop the run from here; its first case fails with the line and
+            # sets shouldstop, which xdist passes to the controller ("Interrupted: ...").
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        try:
+            if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+                self._finish_goldens(session)
+        finally:
+            self.close_backend()
+        if self.is_worker:
+            output: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
+            output[WORKER_OUTPUT_KEY] = {"updates": self.updates, "expected": sorted(self.expected_goldens)}
+
+    def pytest_unconfigure(self) -> None:
+        self.close_backend()  # a run that never reached sessionfinish (internal error) still closes
+
+    def close_backend(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend.close()
+
+    # --- header ------------------------------------------------------------------------------------
+
+    def pytest_report_header(self) -> list[str]:
+        if not self.settings.enabled:
+            return []
+        if self.backend is not None:
+            line = self.backend.header()
+        else:
+            line = f"pcie backend: {self.settings.backend_name} (one per xdist worker)"
+        return [line, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
+
+    # --- collection ----------------------------------------------------------------------------------
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        if not self.settings.enabled or not file_path.is_relative_to(self.settings.cases_root):
+            return None
+        if file_path.name == CASE_FILE:
+            return CaseFile.from_parent(parent, path=file_path, pcie=self)
+        if file_path.name == INPUT_FILE and not (file_path.parent / CASE_FILE).exists():
+            return CaseFile.from_parent(parent, path=file_path, pcie=self)
+        return None
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors += 1
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for divergence in self.divergences:
+            if divergence.backend != self.settings.backend_name:
+                continue
+            for item in items:
+                if isinstance(item, CaseItem) and (item.case.case_id, item.machine) == (
+                    divergence.case_id,
+                    divergence.machine,
+                ):
+                    item.add_marker(pytest.mark.xfail(strict=True, reason=f"known divergence: {divergence.reason}"))
+        self.expected_goldens.update(item.golden_key for item in items if isinstance(item, CaseItem))
+
+    # --- xdist: merge what workers did -------------------------------------------------------------
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if output:
+            self.updates.update(output["updates"])
+            self.expected_goldens.update(output["expected"])
+
+    # --- goldens at the end ----------------------------------------------------------------------------
+
+    def _finish_goldens(self, session: pytest.Session) -> None:
+        """Find (and on request delete) orphan goldens, on a full run of a non-worker only."""
+        if self.is_worker or not self.settings.enabled or not self._is_full_run(session):
+            return
+        root = self.settings.goldens_root
+        produced = self.expected_goldens
+        self.orphans = [str(path) for path in golden.find_goldens(root) if _golden_key(root, path) not in produced]
+        if self.settings.prune:
+            for orphan in self.orphans:
+                Path(orphan).unlink()
+
+    def _is_full_run(self, session: pytest.Session) -> bool:
+        option = self.config.option
+        if self.collect_errors or option.keyword or option.markexpr or getattr(option, "lf", False):
+            return False
+        if getattr(option, "deselect", None) or session.shouldstop or session.shouldfail:
+            return False
+        cases_root = self.settings.cases_root
+        for argument in self.config.args:
+            path = Path(argument.split("::", 1)[0])
+            path = (self.config.invocation_params.dir / path).resolve()
+            if "::" in argument or not cases_root.is_relative_to(path):
+                return False
+        return True
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.settings.enabled or self.is_worker:
+            return
+        write = terminalreporter.write_line
+        known = [d for d in self.divergences if d.backend == self.settings.backend_name]
+        if known:
+            write(
+                f"pcie: {len(known)} known divergence(s) for backend {self.settings.backend_name} (xfail, not passes)"
+            )
+        if self.settings.update:
+            by_status = {
+                status: sorted(p for p, s in self.updates.items() if s == status.value)
+                for status in golden.UpdateStatus
+            }
+            counts = ", ".join(f"{len(paths)} {status.value}" for status, paths in by_status.items())
+            terminalreporter.section("pcie goldens updated")
+            write(f"goldens: {counts}")
+            for status in (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED):
+                for path in by_status[status]:
+                    write(f"  {status.value}: {self._shown(path)}")
+            if by_status[golden.UpdateStatus.CREATED] or by_status[golden.UpdateStatus.CHANGED]:
+                write(f"review them before committing: git diff {self._shown(str(self.settings.goldens_root))}/")
+        if self.orphans:
+            verb = "deleted" if self.settings.prune else "no case produces"
+            terminalreporter.section("pcie orphan goldens")
+            for orphan in self.orphans:
+                write(f"  {verb}: {self._shown(orphan)}")
+            if not self.settings.prune:
+                write("delete them with --pcie-prune-goldens (on a full run)")
+
+    def _shown(self, path: str) -> str:
+        try:
+            return str(Path(path).relative_to(self.config.rootpath))
+        except ValueError:
+            return path
+
+
+def _golden_key(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+class CaseFile(pytest.File):
+    """One case folder (collected through its case.toml, or its input.xml when case.toml is missing)."""
+
+    def __init__(self, *, pcie: PcieSession, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pcie = pcie
+
+    def collect(self) -> Iterator[pytest.Item]:
+        settings = self.pcie.settings
+        try:
+            case = load_case(self.path.parent, settings.cases_root)
+        except CaseError as exc:
+            raise self.CollectError(str(exc)) from None
+        for machine in case.machines:
+            name = f"{case.case_id}[{machine}]"
+            yield CaseItem.from_parent(self, name=name, case=case, machine=machine)
+
+
+class CaseItem(pytest.Item):
+    """One case on one machine: run it, check expect-error, compare (or update) the golden."""
+
+    def __init__(self, *, case: Case, machine: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.machine = machine
+        self.add_marker("pcie")
+
+    @property
+    def pcie(self) -> PcieSession:
+        return self.config.stash[_SESSION_KEY]
+
+    @property
+    def golden_file(self) -> Path:
+        return golden.golden_path(self.pcie.settings.goldens_root, self.case.case_id, self.machine)
+
+    @property
+    def golden_key(self) -> str:
+        return _golden_key(self.pcie.settings.goldens_root, self.golden_file)
+
+    def runtest(self) -> None:
+        try:
+            backend = self.pcie.get_backend()
+        except PcieFailure:
+            self.session.shouldstop = self.pcie.unavailable or True
+            raise
+        outcome = backend.run(self.case, self.machine)
+        document = normalise(outcome, self.machine)
+        problems = self._expect_error_problems(outcome.failure.message if outcome.failure else None)
+        if self.pcie.settings.update and not self.get_closest_marker("xfail"):
+            status = golden.update_golden(self.golden_file, document)
+            self.pcie.updates[str(self.golden_file)] = status.value
+        else:
+            problems += self._golden_problems(document)
+        if problems:
+            raise PcieFailure("\n".join(problems))
+
+    def _expect_error_problems(self, message: str | None) -> list[str]:
+        wanted = self.case.expect_error
+        if wanted is None or (message is not None and wanted in message):
+            return []
+        got = "the run succeeded" if message is None else f"it failed with: {message}"
+        return [f"case.toml says expect-error = {wanted!r}, but {got}"]
+
+    def _golden_problems(self, actual: etree._Element) -> list[str]:
+        path = self.golden_file
+        shown = self.pcie._shown(str(path))
+        if not path.is_file():
+            return [
+                f"no golden {shown}; create it from real libvirt with "
+                f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie._shown(str(self.case.folder))}"
+            ]
+        try:
+            expected = golden.read_golden(path)
+        except golden.GoldenError as exc:
+            return [str(exc)]
+        if golden.canonical_text(expected) == golden.canonical_text(actual):
+            return []
+        explanation = golden.explain(expected, actual) or ["(the documents differ only in ways not explained)"]
+        lines = [f"{self.case.case_id} on {self.machine} differs from {shown}:"]
+        lines += ["  " + line for line in _clip(explanation, MAX_EXPLANATION_LINES)]
+        lines += ["expected topology:"] + ["  " + line for line in _clip(render_tree(expected), MAX_TREE_LINES)]
+        lines += ["actual topology:"] + ["  " + line for line in _clip(render_tree(actual), MAX_TREE_LINES)]
+        lines.append(
+            "if real libvirt agrees with the actual result: "
+            f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie._shown(str(self.case.folder))}"
+        )
+        return lines
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str | Any:
+        if isinstance(excinfo.value, PcieFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.name
+
+
+def _clip(lines: list[str], limit: int) -> list[str]:
+    if len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"... {len(lines) - limit} more line(s)"]

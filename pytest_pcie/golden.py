@@ -1,0 +1,233 @@
+"""Goldens on disk: where they live, their canonical text, atomic updates, and explaining a mismatch.
+
+The verdict is exact equality of canonical text (parsed without blank text or comments, attributes
+in sorted order, pretty-printed), so formatting can never make a test pass or fail.  The written
+file keeps the normaliser's readable attribute order; only the comparison sorts.
+
+The explanation is for people and never decides anything: devices are paired by identity
+(controllers by type and index, other devices by tag and ordinal), missing and unexpected devices
+are named whole, and xmldiff runs only on a pair of devices, whose edits are phrased in words.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from lxml import etree
+from xmldiff import actions as xmldiff_actions
+from xmldiff import main as xmldiff_main
+
+from pytest_pcie.normalise import DEVICES_TAG, FAILURE_TAG
+
+GOLDEN_SUFFIX = ".xml"
+_PARSER = etree.XMLParser(remove_blank_text=True, remove_comments=True)
+
+
+class GoldenError(Exception):
+    """A golden file cannot be read; ``str()`` names the file and the fix."""
+
+
+class UpdateStatus(Enum):
+    """What writing one golden did, for the end-of-run summary."""
+
+    CREATED = "created"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+
+
+def golden_path(goldens_root: Path, case_id: str, machine: str) -> Path:
+    """Where the golden of ``case_id`` on ``machine`` lives: ``<goldens>/<case id>/<machine>.xml``."""
+    return goldens_root / case_id / f"{machine}{GOLDEN_SUFFIX}"
+
+
+def find_goldens(goldens_root: Path) -> Iterator[Path]:
+    """Every golden file under ``goldens_root``, in a stable order."""
+    if goldens_root.is_dir():
+        yield from sorted(goldens_root.rglob(f"*{GOLDEN_SUFFIX}"))
+
+
+def render(document: etree._Element) -> str:
+    """The text a golden file holds: pretty-printed, attribute order as the normaliser built it."""
+    return etree.tostring(document, pretty_print=True, encoding="unicode")
+
+
+def canonical_text(document: etree._Element) -> str:
+    """The text the verdict compares: blank text dropped, attributes sorted, pretty-printed."""
+    copy = etree.fromstring(etree.tostring(document), _PARSER)
+    for element in copy.iter():
+        attributes = sorted(element.attrib.items())
+        element.attrib.clear()
+        for name, value in attributes:
+            element.set(name, value)
+    return etree.tostring(copy, pretty_print=True, encoding="unicode")
+
+
+def read_golden(path: Path) -> etree._Element:
+    """Parse the golden at ``path``; a damaged file is a :class:`GoldenError`, not a traceback."""
+    try:
+        return etree.fromstring(path.read_bytes(), _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise GoldenError(f"{path}: not well-formed XML ({exc}); regenerate it with --pcie-update-goldens") from None
+
+
+def update_golden(path: Path, document: etree._Element) -> UpdateStatus:
+    """Write ``document`` to ``path`` unless its canonical text is already there.
+
+    Written through a temporary file in the same folder and ``os.replace``, so an interrupted run
+    never leaves a half-written golden behind.
+    """
+    status = UpdateStatus.CREATED
+    if path.is_file():
+        try:
+            if canonical_text(read_golden(path)) == canonical_text(document):
+                return UpdateStatus.UNCHANGED
+        except GoldenError:
+            pass
+        status = UpdateStatus.CHANGED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(render(document))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return status
+
+
+# --- explaining a mismatch -------------------------------------------------------------------------
+
+ADDRESS_TAG = "address"
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of a normalised document with the identity it is paired by."""
+
+    key: tuple[str, ...]
+    label: str
+    element: etree._Element
+
+
+def explain(expected: etree._Element, actual: etree._Element) -> list[str]:
+    """Lines saying in words how ``actual`` differs from ``expected`` (two normalised documents)."""
+    lines: list[str] = []
+    if expected.get("machine") != actual.get("machine"):
+        lines.append(f"machine: {expected.get('machine')} expected, got {actual.get('machine')}")
+    lines += _explain_devices(expected.find(DEVICES_TAG), actual.find(DEVICES_TAG))
+    lines += _explain_failure(expected.find(FAILURE_TAG), actual.find(FAILURE_TAG))
+    return lines
+
+
+def _explain_devices(expected: etree._Element | None, actual: etree._Element | None) -> list[str]:
+    if expected is None and actual is None:
+        return []
+    if expected is None:
+        return ["devices: none expected (define should fail), got a defined domain"]
+    if actual is None:
+        return ["devices: a defined domain expected, got none (define failed)"]
+    wanted = {device.key: device for device in identify(expected)}
+    got = {device.key: device for device in identify(actual)}
+    lines = []
+    for key, device in wanted.items():
+        if key not in got:
+            lines.append(f"{device.label}: missing")
+        else:
+            lines += [f"{device.label}: {change}" for change in describe_changes(device.element, got[key].element)]
+    lines += [f"{device.label}: unexpected" for key, device in got.items() if key not in wanted]
+    return lines
+
+
+def identify(devices: etree._Element) -> list[Device]:
+    """Give each device its pairing identity: controllers by type+index, others by tag+ordinal."""
+    ordinals: dict[str, int] = {}
+    identified = []
+    for element in devices:
+        if element.tag == "controller":
+            kind, index, model = element.get("type", "?"), element.get("index", "?"), element.get("model")
+            label = f"controller {kind} index={index}" + (f" ({model})" if model else "")
+            identified.append(Device(("controller", kind, index), label, element))
+        else:
+            ordinals[element.tag] = ordinals.get(element.tag, 0) + 1
+            ordinal = ordinals[element.tag]
+            identified.append(Device((element.tag, str(ordinal)), f"{element.tag} #{ordinal}", element))
+    return identified
+
+
+def describe_changes(expected: etree._Element, actual: etree._Element) -> list[str]:
+    """The differences between two paired devices, one phrase each."""
+    if canonical_text(expected) == canonical_text(actual):
+        return []
+    left, right = _standalone(expected), _standalone(actual)
+    phrases = [_phrase(action, left, right) for action in xmldiff_main.diff_trees(left, right)]
+    return [phrase for phrase in phrases if phrase] or ["differs"]
+
+
+def _standalone(element: etree._Element) -> etree._Element:
+    return etree.fromstring(etree.tostring(element), _PARSER)
+
+
+def _phrase(action: object, left: etree._Element, right: etree._Element) -> str:
+    if isinstance(action, xmldiff_actions.UpdateAttrib):
+        old = _attribute(left, action.node, action.name)
+        return f"{_where(action.node)}{action.name} {old} expected, got {action.value}"
+    if isinstance(action, xmldiff_actions.InsertAttrib):
+        return f"{_where(action.node)}{action.name}={action.value!r} unexpected"
+    if isinstance(action, xmldiff_actions.DeleteAttrib):
+        old = _attribute(left, action.node, action.name)
+        return f"{_where(action.node)}{action.name}={old!r} missing"
+    if isinstance(action, xmldiff_actions.InsertNode):
+        return f"<{action.tag}> unexpected"
+    if isinstance(action, xmldiff_actions.DeleteNode):
+        return f"<{_tag_of(action.node)}> missing"
+    if isinstance(action, xmldiff_actions.UpdateTextIn):
+        return f"{_where(action.node)}text {_text(left, action.node)!r} expected, got {action.text!r}"
+    return ""  # moves and renames follow from the phrases above; alone they would mislead
+
+
+def _where(node_path: str) -> str:
+    """``/interface/address[1]`` → ``""`` (addresses read fine bare), ``/controller/target[1]`` → ``target ``."""
+    tag = _tag_of(node_path)
+    depth = node_path.strip("/").count("/")
+    return "" if depth == 0 or tag == ADDRESS_TAG else f"{tag} "
+
+
+def _tag_of(node_path: str) -> str:
+    return node_path.rstrip("/").rsplit("/", 1)[-1].split("[", 1)[0]
+
+
+def _attribute(tree: etree._Element, node_path: str, name: str) -> str | None:
+    found = _find(tree, node_path)
+    return found.get(name) if found is not None else None
+
+
+def _text(tree: etree._Element, node_path: str) -> str | None:
+    found = _find(tree, node_path)
+    return found.text if found is not None else None
+
+
+def _find(tree: etree._Element, node_path: str) -> etree._Element | None:
+    try:
+        found = etree.ElementTree(tree).xpath(node_path)
+    except etree.XPathError:
+        return None
+    return found[0] if isinstance(found, list) and found and isinstance(found[0], etree._Element) else None
+
+
+def _explain_failure(expected: etree._Element | None, actual: etree._Element | None) -> list[str]:
+    want, got = _failure_text(expected), _failure_text(actual)
+    if want == got:
+        return []
+    return ["failure differs:", f"  expected: {want}", f"  got:      {got}"]
+
+
+def _failure_text(failure: etree._Element | None) -> str:
+    if failure is None:
+        return "no failure"
+    return f"step {failure.get('step')} ({failure.get('label')}): {failure.text or ''}"
