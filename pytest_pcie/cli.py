@@ -1,0 +1,175 @@
+"""``pcie-assign``: run one domain and a list of attach/detach steps through a backend, from a shell.
+
+Scripts of other projects call this, so its interface is kept stable (docs/options.md)::
+
+    pcie-assign INPUT.xml [--machine M] [--attach DEV.xml | --detach DEV.xml ...] [--live]
+                [--backend B] [--libvirt-uri URI] [--normalize | --tree]
+
+Steps run in the order given on the command line.  The command builds the same :class:`Case` the
+plugin reads from a folder and hands it to the same backend, so there is one code path for running
+steps.  Exit status: 0 success, 1 a step (or the define) was refused, with libvirt's message on
+stderr, 2 bad input, 3 backend unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from pytest_pcie import golden
+from pytest_pcie.backends import (
+    DEFAULT_BACKEND,
+    DEFAULT_LIBVIRT_URI,
+    BackendSettings,
+    BackendUnavailable,
+    backend_names,
+    create_backend,
+)
+from pytest_pcie.cases import Action, Case, CaseError, Operation, Step, read_xml_file
+from pytest_pcie.domain import DomainInputError, prepare_domain
+from pytest_pcie.machines import MACHINE_FAMILIES, family_of
+from pytest_pcie.normalise import machine_family, normalise
+from pytest_pcie.outcome import Outcome
+from pytest_pcie.tree import render_tree
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+PROGRAM = "pcie-assign"
+
+
+class InputProblem(Exception):
+    """Something wrong with what the user passed; ``str()`` is the one line to print."""
+
+
+class _AppendStep(argparse.Action):
+    """Collect --attach and --detach (``const`` says which) into one list, in command-line order."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        steps: list[tuple[Action, Path]] = [*(getattr(namespace, self.dest) or []), (self.const, Path(values))]
+        setattr(namespace, self.dest, steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="Show the PCI topology libvirt 9.0.0 gives a QEMU x86_64 domain after attach/detach steps.",
+    )
+    parser.add_argument(
+        "input", metavar="INPUT.xml", help="domain XML (may be as short as <domain><devices/></domain>)"
+    )
+    parser.add_argument(
+        "--machine",
+        choices=sorted(MACHINE_FAMILIES),
+        help="machine family; default: the one INPUT.xml names",
+    )
+    parser.add_argument(
+        "--attach",
+        dest="steps",
+        action=_AppendStep,
+        const=Action.ATTACH,
+        metavar="DEV.xml",
+        help="attach a device (repeatable)",
+    )
+    parser.add_argument(
+        "--detach",
+        dest="steps",
+        action=_AppendStep,
+        const=Action.DETACH,
+        metavar="DEV.xml",
+        help="detach a device (repeatable)",
+    )
+    parser.add_argument("--live", action="store_true", help="attach to the running guest (hotplug) instead of --config")
+    parser.add_argument(
+        "--backend",
+        default=DEFAULT_BACKEND,
+        help=f"reference (default) or libvirt; known: {', '.join(backend_names())}",
+    )
+    parser.add_argument("--libvirt-uri", default=DEFAULT_LIBVIRT_URI, help=f"default {DEFAULT_LIBVIRT_URI}")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--normalize", action="store_true", help="print the normalised form goldens use")
+    output.add_argument("--tree", action="store_true", help="print the topology as a text tree")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        case, machine = build_case(Path(arguments.input), arguments.machine, arguments.steps or [], arguments.live)
+    except InputProblem as exc:
+        return _fail(EXIT_BAD_INPUT, str(exc))
+    try:
+        backend = create_backend(arguments.backend, BackendSettings(libvirt_uri=arguments.libvirt_uri))
+    except BackendUnavailable as exc:
+        return _fail(EXIT_UNAVAILABLE, f"backend {arguments.backend!r} is unavailable: {exc}")
+    try:
+        outcome = backend.run(case, machine)
+    finally:
+        backend.close()
+    if outcome.failure is not None:
+        failure = outcome.failure
+        return _fail(EXIT_REFUSED, f"step {failure.step} ({failure.label}) refused: {failure.message}")
+    sys.stdout.write(render_outcome(outcome, machine, normalised=arguments.normalize, tree=arguments.tree))
+    return EXIT_OK
+
+
+def build_case(input_path: Path, machine: str | None, steps: list[tuple[Action, Path]], live: bool) -> tuple[Case, str]:
+    """The throwaway case the command runs, and the machine to run it on."""
+    if live and any(action is Action.DETACH for action, _ in steps):
+        raise InputProblem("--detach cannot be combined with --live: live detach needs a guest OS to answer the unplug")
+    input_xml = _read(input_path, root_tag="domain")
+    named = machine_family(etree.fromstring(input_xml.encode("utf-8")))
+    if machine is not None and named is not None and named != machine:
+        raise InputProblem(f"{input_path}: names machine {named!r} but --machine is {machine!r}; drop one of them")
+    machine = machine or _machine_named_in(input_path, named)
+    try:
+        prepare_domain(input_xml, machine)
+    except DomainInputError as exc:
+        raise InputProblem(f"{input_path}: {exc}") from None
+    operation = Operation.ATTACH_LIVE if live else Operation.ATTACH_OFFLINE if steps else Operation.DEFINE
+    case_steps = tuple(Step(action, path, _read(path)) for action, path in steps)
+    case = Case(input_path.parent, input_path.stem, PROGRAM, (machine,), operation, input_xml, case_steps, None)
+    return case, machine
+
+
+def render_outcome(outcome: Outcome, machine: str, *, normalised: bool = False, tree: bool = False) -> str:
+    """What the command prints for a successful run: domain XML, normalised form, or tree."""
+    if normalised or tree:
+        document = normalise(outcome, machine)
+        return golden.render(document) if normalised else "\n".join(render_tree(document)) + "\n"
+    return outcome.domain_xml or ""
+
+
+def _read(path: Path, root_tag: str | None = None) -> str:
+    if not path.is_file():
+        raise InputProblem(f"{path}: no such file")
+    try:
+        return read_xml_file(path, root_tag=root_tag)
+    except CaseError as exc:
+        raise InputProblem(str(exc)) from None
+
+
+def _machine_named_in(input_path: Path, named: str | None) -> str:
+    known = ", ".join(sorted(MACHINE_FAMILIES))
+    if named is None:
+        raise InputProblem(f"{input_path}: names no machine in <os><type machine=...>; pass --machine ({known})")
+    if family_of(named) is None:
+        raise InputProblem(f"{input_path}: machine {named!r} is not one pytest-pcie knows; pass --machine ({known})")
+    return named
+
+
+def _fail(status: int, message: str) -> int:
+    print(f"{PROGRAM}: {message}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
