@@ -1,0 +1,347 @@
+"""PCI address assignment for a whole definition: libvirt's two passes.
+
+Pass 1 is a dry run on a growable table: it learns how many buses the devices need (and which
+controller model each must be), including pc's placeholder slot for a future bridge and q35's one
+spare root port; the buses it adds become ``<controller type='pci'>`` elements.  Pass 2 builds a
+fresh table from all controllers (it never grows) and places every device for real, in class
+order.  Pass 2's placement is not pass 1's plan: controllers are placed first, so e.g. a
+pcie-to-pci-bridge added for a legacy device lands in the first free root port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pytest_pcie.reference.addresses import AddressSet, Bus
+from pytest_pcie.reference.defaults import new_controller
+from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, device_class, fill_flags
+from pytest_pcie.reference.machine import Chipset
+from pytest_pcie.reference.model import Device, PciAddress, write_pci_address
+from pytest_pcie.reference.parse import Domain
+from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_MODELS, USB2_FUNCTIONS, Connect
+
+# Addresses a chipset always occupies with devices that are not in the XML.
+CHIPSET_RESERVED: dict[Chipset, tuple[PciAddress, ...]] = {
+    Chipset.I440FX: (PciAddress(0, 0, 1, 0), PciAddress(0, 0, 1, 3)),
+    Chipset.Q35: (PciAddress(0, 0, 0x1F, 0), PciAddress(0, 0, 0x1F, 3)),
+    Chipset.NONE: (),
+}
+# Where the primary video goes when free, per chipset.
+PRIMARY_VIDEO_SLOT: dict[Chipset, int] = {Chipset.I440FX: 2, Chipset.Q35: 1}
+# Controllers fixed on the i440fx PIIX3 (type, model or None for any) -> function on 00:01.
+PIIX3_FIXED: dict[str, int] = {"ide": 1, "usb": 2}
+PIIX3_MESSAGES: dict[str, str] = {
+    "ide": "internal error: Primary IDE controller must have PCI address 0:0:1.1",
+    "usb": "internal error: PIIX3 USB controller at index 0 must have PCI address 0:0:1.2",
+}
+# Address types a virtio disk may carry instead of a PCI address (other transports).
+_DISK_OTHER_BUSES = frozenset({"ccw", "virtio-mmio"})
+# Devices of a class that never get a PCI address although they appear in it.
+SKIPPED_MODELS: dict[str, frozenset[str]] = {
+    "sound": frozenset({"sb16", "pcspk", "usb"}),
+    "video": frozenset({"none", "ramfb"}),
+}
+
+
+def assign_addresses(domain: Domain) -> None:
+    """Give every device that needs one a PCI address, adding the PCI controllers required."""
+    indexes = [device.index for device in domain.pci_controllers() if device.index is not None]
+    max_index = max(indexes, default=-1)
+    fill_flags(domain)
+    buses = max_index + 1
+    if buses > 0:
+        buses = _plan(domain, buses, max_index)
+    addresses = build_set(domain, buses, dry_run=False)
+    _fixed_chipset_slots(domain, addresses)
+    _assign_classes(domain, addresses)
+    set_multifunction(domain)
+    fill_controller_defaults(domain)
+
+
+def _plan(domain: Domain, buses: int, max_index: int) -> int:
+    """Pass 1: grow a dry-run table and add a controller for every bus it had to add."""
+    addresses = build_set(domain, buses, dry_run=True)
+    _fixed_chipset_slots(domain, addresses)
+    if domain.has_pci_root and not all(bus.fully_reserved() for bus in addresses.buses):
+        addresses.reserve_next(PCI_FLAGS)  # placeholder: keep one slot for a future bridge
+    _assign_classes(domain, addresses)
+    if max_index <= 0 and addresses.count > max_index + 1 and domain.has_pcie_root:
+        addresses.reserve_next(PCIE_FLAGS)  # the spare root port for hotplug
+    index = 1
+    while index < addresses.count:
+        model = addresses.buses[index].model
+        if domain.controller("pci", index) is None and model is not None:
+            controller = new_controller(domain, "pci", index, model)
+            controller.flags = connect_flags(controller, NONE)
+            if model not in ROOT_MODELS:
+                addresses.reserve_next(controller.flags)
+        index += 1
+    return addresses.count
+
+
+def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
+    """The address table for ``domain``: one bus per index below ``count``, explicit addresses reserved."""
+    buses = [Bus() for _ in range(count)]
+    for controller in domain.pci_controllers():
+        assert controller.index is not None
+        if controller.index >= count:
+            raise LibvirtError(
+                f"internal error: Inappropriate new pci controller index {controller.index} exceeds addrs array length"
+            )
+        if controller.model not in _KNOWN_BUS_MODELS:
+            raise LibvirtError("internal error: PCI controller model was not set correctly")
+        target = controller.element.find("target")
+        hotplug = target is None or target.get("hotplug") != "off"
+        buses[controller.index].set_model(controller.model, hotplug)
+    if buses and buses[0].model in (None, "pci-root"):
+        buses[0].set_model("pci-root", True)  # libvirt ignores hotplug='off' on pci-root here
+    default = "pcie-root-port" if domain.has_pcie_root else "pci-bridge"
+    for bus in buses[1:]:
+        if bus.model is None:
+            bus.set_model(default, True)
+    addresses = AddressSet(buses, dry_run)
+    for device in iterate_devices(domain):
+        if not device.has_pci_address:
+            continue
+        assert device.address is not None
+        if _is_piix3_integrated(device):
+            if not addresses.buses[0].flags & Connect.PCI_DEVICE:
+                raise LibvirtError("internal error: Bus 0 must be PCI for integrated PIIX3 USB or IDE controllers")
+            continue
+        addresses.reserve(device.address, device.flags or Connect.PCI_DEVICE)
+    return addresses
+
+
+def iterate_devices(domain: Domain) -> Iterator[Device]:
+    """All devices in libvirt's iteration order (virDomainDeviceInfoIterate)."""
+    rank = {kind: number for number, kind in enumerate(ITERATE_ORDER)}
+    by_kind: dict[int, list[Device]] = {}
+    for device in domain.devices:
+        kind = "hostdev" if device_class(device) == "hostdev" and device.kind == "hostdev" else device.kind
+        by_kind.setdefault(rank.get(kind, len(ITERATE_ORDER)), []).append(device)
+    by_kind.setdefault(rank["controller"], []).extend(domain.controllers)
+    for number in sorted(by_kind):
+        yield from by_kind[number]
+
+
+_KNOWN_BUS_MODELS = frozenset(
+    {
+        "pci-root", "pcie-root", "pci-bridge", "dmi-to-pci-bridge", "pcie-to-pci-bridge", "pcie-root-port",
+        "pcie-switch-upstream-port", "pcie-switch-downstream-port", "pci-expander-bus", "pcie-expander-bus",
+    }
+)
+
+
+def _is_piix3_integrated(device: Device) -> bool:
+    address = device.address
+    if device.kind != "controller" or address is None or (address.domain, address.bus, address.slot) != (0, 0, 1):
+        return False
+    if device.ctype == "ide":
+        return device.index == 0 and address.function == 1
+    if device.ctype == "usb":
+        return device.index == 0 and device.model == "piix3-uhci" and address.function == 2
+    return False
+
+
+# -- chipset-fixed placements ------------------------------------------------------------------
+
+
+def _fixed_chipset_slots(domain: Domain, addresses: AddressSet) -> None:
+    if domain.chipset is Chipset.I440FX:
+        _fixed_piix3(domain, addresses)
+    elif domain.chipset is Chipset.Q35:
+        _fixed_q35(domain, addresses)
+
+
+def _fixed_piix3(domain: Domain, addresses: AddressSet) -> None:
+    for controller in domain.controllers:
+        ctype = controller.ctype or ""
+        if ctype not in PIIX3_FIXED or controller.index != 0:
+            continue
+        if ctype == "usb" and controller.model != "piix3-uhci":
+            continue
+        fixed = PciAddress(0, 0, 1, PIIX3_FIXED[ctype])
+        if controller.has_pci_address:
+            if controller.address != fixed:
+                raise LibvirtError(PIIX3_MESSAGES[ctype])
+        else:
+            _commit(controller, fixed, None)
+        if addresses.count:
+            addresses.reserve(fixed, PCI_FLAGS)
+    _reserve_chipset(domain, addresses)
+    _place_primary_video(domain, addresses, PCI_FLAGS)
+
+
+def _fixed_q35(domain: Domain, addresses: AddressSet) -> None:
+    for controller in domain.controllers:
+        if controller.ctype == "sata" and controller.index == 0:
+            fixed = PciAddress(0, 0, 0x1F, 2)
+            if controller.has_pci_address:
+                if controller.address != fixed:
+                    raise LibvirtError("internal error: Primary SATA controller must have PCI address 0:0:1f.2")
+            else:
+                _commit(controller, fixed, None)
+        elif controller.ctype == "usb" and controller.model == "ich9-uhci1" and controller.address_type is None:
+            for slot in (0x1D, 0x1A):
+                candidate = PciAddress(0, 0, slot, 0)
+                if not addresses.in_use(candidate):
+                    addresses.reserve(candidate, Connect.PCIE_DEVICE)
+                    _commit(controller, candidate, "on")
+                    break
+        elif controller.model == "dmi-to-pci-bridge" and controller.address_type is None:
+            candidate = PciAddress(0, 0, 0x1E, 0)
+            if not addresses.in_use(candidate):
+                addresses.reserve(candidate, Connect.PCIE_DEVICE)
+                _commit(controller, candidate, None)
+    _reserve_chipset(domain, addresses)
+    _place_primary_video(domain, addresses, Connect.PCIE_DEVICE)
+    sound_slot = PciAddress(0, 0, 0x1B, 0)
+    if not addresses.in_use(sound_slot):
+        for sound in domain.of_kind("sound"):
+            if sound.model == "ich9" and sound.wants_pci_address:
+                addresses.reserve(sound_slot, Connect.PCIE_DEVICE)
+                _commit(sound, sound_slot, None)
+                break
+
+
+def _reserve_chipset(domain: Domain, addresses: AddressSet) -> None:
+    if not addresses.count:
+        return
+    flags = PCI_FLAGS if domain.chipset is Chipset.I440FX else Connect.PCIE_DEVICE
+    for address in CHIPSET_RESERVED[domain.chipset]:
+        addresses.reserve(address, flags)
+
+
+def _place_primary_video(domain: Domain, addresses: AddressSet, flags: Connect) -> None:
+    videos = list(domain.of_kind("video"))
+    if not videos or videos[0].model in SKIPPED_MODELS["video"] or not videos[0].wants_pci_address:
+        return
+    primary = videos[0]
+    fixed = PciAddress(0, 0, PRIMARY_VIDEO_SLOT[domain.chipset], 0)
+    addresses.validate(fixed, flags, True)
+    if addresses.in_use(fixed):
+        _reserve_next(addresses, primary)
+    else:
+        addresses.reserve(fixed, flags)
+        _commit(primary, fixed, None)
+
+
+# -- ordered assignment ------------------------------------------------------------------------
+
+
+def _assign_classes(domain: Domain, addresses: AddressSet) -> None:
+    """Give each device wanting an address the next free one, class by class (tables.CLASS_ORDER)."""
+    for klass in CLASS_ORDER:
+        for device in _members(domain, klass):
+            if not device.wants_pci_address:
+                if klass == "disk" and not device.has_pci_address and device.address_type not in _DISK_OTHER_BUSES:
+                    raise LibvirtError(
+                        f"unsupported configuration: virtio disk cannot have an address of type '{device.address_type}'"
+                    )
+                continue
+            if klass == "controller" and device.model in USB2_FUNCTIONS and device.ctype == "usb":
+                _assign_usb2(domain, device, addresses)
+                continue
+            _reserve_next(addresses, device)
+
+
+def _members(domain: Domain, klass: str) -> Iterator[Device]:
+    if klass in ("pci-controller", "controller"):
+        for controller in domain.controllers:
+            if device_class(controller) == klass and _controller_wants_slot(controller):
+                yield controller
+        return
+    for device in domain.devices:
+        if device_class(device) != klass or device.model in SKIPPED_MODELS.get(klass, frozenset()):
+            continue
+        if klass == "disk" and device.extra.get("bus") != "virtio":
+            continue
+        if not device.flags and klass in _FLAGLESS_SKIPPED:
+            continue
+        yield device
+
+
+# Classes whose devices libvirt only addresses when they are PCI models at all (others are
+# skipped by a model test in libvirt's loop rather than failing).
+_FLAGLESS_SKIPPED = frozenset(
+    {"hostdev", "memballoon", "watchdog", "input", "serial", "iommu", "memory", "filesystem", "interface", "rng"}
+)
+# Non-PCI controllers libvirt never gives a PCI address in the ordered pass.
+_CONTROLLERS_WITHOUT_SLOT: frozenset[tuple[str, str | None]] = frozenset(
+    {("usb", "none"), ("fdc", None), ("ccid", None), ("scsi", "ncr53c90")}
+)
+
+
+def _controller_wants_slot(controller: Device) -> bool:
+    if controller.ctype == "pci":
+        return controller.model not in ROOT_MODELS
+    keys = ((controller.ctype or "", controller.model), (controller.ctype or "", None))
+    if any(key in _CONTROLLERS_WITHOUT_SLOT for key in keys):
+        return False
+    return not (controller.ctype == "ide" and controller.index == 0)
+
+
+def _assign_usb2(domain: Domain, controller: Device, addresses: AddressSet) -> None:
+    """USB2 companions of one index share a slot, each at its fixed function."""
+    function = USB2_FUNCTIONS[controller.model]
+    multi = "on" if function == 0 else None
+    sibling = next(
+        (
+            other
+            for other in domain.controllers
+            if other.ctype == "usb" and other.model in USB2_FUNCTIONS and other.index == controller.index
+            and other.has_pci_address
+        ),
+        None,
+    )
+    if sibling is not None and sibling.address is not None:
+        address = PciAddress(0, sibling.address.bus, sibling.address.slot, function)
+        if sibling.address.domain:
+            address = PciAddress(sibling.address.domain, sibling.address.bus, sibling.address.slot, function)
+        addresses.reserve(address, controller.flags)
+        _commit(controller, address, multi)
+        return
+    address = addresses.reserve_next(controller.flags, function)
+    if not addresses.dry_run:
+        _commit(controller, address, multi)
+
+
+def _reserve_next(addresses: AddressSet, device: Device) -> None:
+    address = addresses.reserve_next(device.flags)
+    if not addresses.dry_run:
+        _commit(device, address, device.multifunction)
+
+
+def _commit(device: Device, address: PciAddress, multifunction: str | None) -> None:
+    device.address = address
+    device.multifunction = multifunction
+    write_pci_address(device)
+
+
+# -- after placement ---------------------------------------------------------------------------
+
+
+def set_multifunction(domain: Domain) -> None:
+    """``multifunction='on'`` for the function-0 device of every slot another device shares."""
+    devices = [device for device in iterate_devices(domain) if device.address_type == "pci" and device.address]
+    by_slot: dict[tuple[int, int, int], Device] = {}
+    for device in devices:
+        assert device.address is not None
+        if device.address.function == 0:
+            by_slot.setdefault((device.address.domain, device.address.bus, device.address.slot), device)
+    for device in devices:
+        assert device.address is not None
+        if device.address.function == 0:
+            continue
+        first = by_slot.get((device.address.domain, device.address.bus, device.address.slot))
+        if first is not None and first.multifunction is None:
+            first.multifunction = "on"
+            write_pci_address(first)
+
+
+def fill_controller_defaults(domain: Domain) -> None:
+    """Model names and ``<target>`` defaults for PCI controllers, and the bridge index check."""
+    from pytest_pcie.reference.controllers import apply_defaults
+
+    apply_defaults(domain)

@@ -1,0 +1,211 @@
+"""PCI controller settings: the defaults libvirt fills in after placement, and their validation.
+
+After pass 2 every PCI controller gets its ``<model name>`` and the ``<target>`` values derived from
+its index and address (chassis, port, chassisNr, busNr); validation then checks which options each
+model requires or forbids, with libvirt's three message shapes (required / not valid / invalid value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+
+from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.model import Device, parse_int
+from pytest_pcie.reference.parse import Domain
+from pytest_pcie.reference.tables import CONTROLLER_MODELS, MODEL_NAMES, Target
+
+# <target> attributes in the order libvirt formats them, and whether it writes them in hex.
+TARGET_ATTRIBUTES: tuple[tuple[str, bool], ...] = (
+    ("chassisNr", False), ("chassis", False), ("port", True), ("busNr", False), ("index", False), ("hotplug", False),
+)
+# Which option each target attribute is, in validation messages.
+OPTION_OF_ATTRIBUTE: dict[str, str] = {"index": "targetIndex"}
+# Options validation requires per model (beyond modelName, which every non-root model needs).
+REQUIRED_OPTIONS: dict[Target, tuple[str, ...]] = {
+    Target.NONE: (),
+    Target.CHASSIS_NR: ("chassisNr",),
+    Target.ROOT_PORT: ("chassis", "port"),
+    Target.DOWNSTREAM: ("chassis", "port"),
+    Target.BUS_NR: ("busNr",),
+}
+# Order in which libvirt checks the options (first problem wins).
+CHECK_ORDER: tuple[str, ...] = (
+    "targetIndex", "pcihole64", "busNr", "numaNode", "chassisNr", "chassis", "port", "hotplug",
+)
+MODEL_NAME_ALTERNATIVES: dict[str, frozenset[str]] = {"pcie-root-port": frozenset({"pcie-root-port", "ioh3420"})}
+
+
+@dataclass
+class Options:
+    """The settings of one PCI controller as written in its XML."""
+
+    model_name: str | None
+    values: dict[str, int | str]
+
+    @classmethod
+    def read(cls, controller: Device) -> Options:
+        model = controller.element.find("model")
+        name = model.get("name") if model is not None else None
+        if name is not None and name not in MODEL_NAMES:
+            raise LibvirtError(f"XML error: Unknown PCI controller model name '{name}'")
+        values: dict[str, int | str] = {}
+        target = controller.element.find("target")
+        if target is not None:
+            for attribute, _ in TARGET_ATTRIBUTES:
+                raw = target.get(attribute)
+                if raw is None:
+                    continue
+                option = OPTION_OF_ATTRIBUTE.get(attribute, attribute)
+                values[option] = raw if attribute == "hotplug" else (parse_int(raw, f"{attribute} attribute") or 0)
+            node = target.find("node")
+            if node is not None and node.text:
+                values["numaNode"] = int(node.text.strip())
+        if controller.element.find("pcihole64") is not None:
+            values["pcihole64"] = 1
+        return cls(name, values)
+
+
+def apply_defaults(domain: Domain) -> None:
+    """Fill in model names and target defaults for every PCI controller, then the bridge index check."""
+    for controller in list(domain.pci_controllers()):
+        row = CONTROLLER_MODELS.get(controller.model)
+        if row is None:
+            continue
+        options = Options.read(controller)
+        if options.model_name is None and row.model_name is not None:
+            options.model_name = row.model_name
+        address = controller.address
+        defaults: dict[str, int] = {}
+        if row.target is Target.CHASSIS_NR:
+            defaults["chassisNr"] = controller.index or 0
+        elif row.target in (Target.ROOT_PORT, Target.DOWNSTREAM) and address is not None:
+            defaults["chassis"] = controller.index or 0
+            root_port = row.target is Target.ROOT_PORT
+            defaults["port"] = (address.slot << 3) + address.function if root_port else address.slot
+        elif row.target is Target.BUS_NR and "busNr" not in options.values:
+            bus_nr = _new_bus_nr(domain)
+            if bus_nr is None:
+                raise LibvirtError(
+                    "unsupported configuration: No free busNr lower than current lowest busNr is available to "
+                    f"auto-assign to bus {address.bus if address else 0}. Must be manually assigned"
+                )
+            defaults["busNr"] = bus_nr
+        for option, value in defaults.items():
+            options.values.setdefault(option, value)
+        _write(controller, options)
+        if controller.model == "pci-bridge" and address is not None and (controller.index or 0) <= address.bus:
+            index = controller.index or 0
+            raise LibvirtError(
+                f"unsupported configuration: PCI controller at index {index} (0x{index:02x}) has "
+                f"bus='0x{address.bus:02x}', but index must be larger than bus"
+            )
+
+
+def _new_bus_nr(domain: Domain) -> int | None:
+    """Two below the lowest busNr any PCI controller has (256 when none): room for the expander and its bridge."""
+    lowest = 256
+    for controller in domain.pci_controllers():
+        target = controller.element.find("target")
+        raw = target.get("busNr") if target is not None else None
+        if raw is not None:
+            lowest = min(lowest, parse_int(raw, "busNr attribute") or 0)
+    return None if lowest <= 2 else lowest - 2
+
+
+def _write(controller: Device, options: Options) -> None:
+    element = controller.element
+    old_model = element.find("model")
+    if options.model_name is not None:
+        if old_model is None:
+            old_model = etree.Element("model")
+            element.insert(0, old_model)
+        old_model.set("name", options.model_name)
+    old_target = element.find("target")
+    node = old_target.find("node") if old_target is not None else None
+    attributes = {OPTION_OF_ATTRIBUTE.get(name, name): name for name, _ in TARGET_ATTRIBUTES}
+    if not any(option in options.values for option in attributes) and node is None:
+        return
+    target = etree.Element("target")
+    for attribute, hexadecimal in TARGET_ATTRIBUTES:
+        option = OPTION_OF_ATTRIBUTE.get(attribute, attribute)
+        if option not in options.values:
+            continue
+        value = options.values[option]
+        if isinstance(value, int):
+            target.set(attribute, f"0x{value:x}" if hexadecimal else str(value))
+        else:
+            target.set(attribute, value)
+    if node is not None:
+        target.append(node)
+    if old_target is not None:
+        old_target.addprevious(target)
+        element.remove(old_target)
+    else:
+        model = element.find("model")
+        if model is not None:
+            model.addnext(target)
+        else:
+            element.insert(0, target)
+
+
+def validate_controllers(domain: Domain) -> None:
+    """libvirt's qemuValidateDomainDeviceDefControllerPCI for every PCI controller."""
+    for controller in domain.pci_controllers():
+        _validate(controller)
+
+
+def _validate(controller: Device) -> None:
+    row = CONTROLLER_MODELS[controller.model]
+    options = Options.read(controller)
+    name = options.model_name or "none"
+    index = controller.index
+
+    def missing(option: str) -> LibvirtError:
+        return LibvirtError(
+            f"internal error: Required option '{option}' is not set for PCI controller with index '{index}', "
+            f"model '{controller.model}' and modelName '{name}'"
+        )
+
+    def invalid(option: str) -> LibvirtError:
+        return LibvirtError(
+            f"unsupported configuration: Option '{option}' is not valid for PCI controller with index '{index}', "
+            f"model '{controller.model}' and modelName '{name}'"
+        )
+
+    is_root = row.model_name is None
+    if is_root and options.model_name is not None:
+        raise invalid("modelName")
+    if not is_root and options.model_name is None:
+        raise missing("modelName")
+    own_name = frozenset({row.model_name}) if row.model_name else frozenset()
+    allowed_names = MODEL_NAME_ALTERNATIVES.get(row.model, own_name)
+    if options.model_name is not None and options.model_name not in allowed_names:
+        raise LibvirtError(
+            f"unsupported configuration: Option 'modelName' has invalid value for PCI controller with index "
+            f"'{index}', model '{controller.model}' and modelName '{name}'"
+        )
+    if not is_root and index == 0:
+        raise LibvirtError(f"unsupported configuration: Index for '{controller.model}' controllers must be > 0")
+    if is_root and index != 0:
+        raise LibvirtError(f"unsupported configuration: Index for '{controller.model}' controllers must be 0")
+    required = REQUIRED_OPTIONS[row.target]
+    for option in CHECK_ORDER:
+        present = option in options.values
+        if option == "numaNode":
+            if present and row.target is not Target.BUS_NR:
+                raise invalid(option)
+            continue
+        if option == "pcihole64":
+            if present and not is_root:
+                raise invalid(option)
+            continue
+        if option == "hotplug":
+            if present and "hotplug" not in row.options:
+                raise invalid(option)
+            continue
+        if option in required and not present:
+            raise missing(option)
+        if option not in required and present:
+            raise invalid(option)

@@ -1,0 +1,229 @@
+"""The devices libvirt adds to a definition before it assigns addresses.
+
+Mirrors, for QEMU 7.2 on x86_64, the post-parse steps that create devices: controller indexes for
+controllers written without one, the machine's default USB controller, q35's SATA controller,
+the PCI root, the default memballoon, the duplicate-index check, implicit disk / virtio-serial /
+scsi-hostdev controllers and the video implied by ``<graphics>``.  Each added device is appended
+where libvirt appends it, because the order of controllers decides the order they get addresses.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.machine import Chipset
+from pytest_pcie.reference.model import Device, insert_device
+from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, read_device
+from pytest_pcie.reference.tables import USB2_COMPANIONS, USB2_FUNCTIONS
+
+# Default USB controller model at index 0 per chipset ("" = libvirt's per-device default, piix3-uhci).
+DEFAULT_USB: dict[Chipset, str | None] = {Chipset.I440FX: "piix3-uhci", Chipset.Q35: "qemu-xhci", Chipset.NONE: None}
+ROOT_MODEL: dict[Chipset, str | None] = {Chipset.I440FX: "pci-root", Chipset.Q35: "pcie-root", Chipset.NONE: None}
+
+
+def add_defaults(domain: Domain) -> None:
+    """Run libvirt's device-adding post-parse steps on ``domain``, in libvirt's order."""
+    assign_controller_indexes(domain)
+    _add_default_usb(domain)
+    if domain.chipset is Chipset.Q35:
+        maybe_add_controller(domain, "sata", 0, None)
+    _add_pci_root(domain)
+    _add_memballoon(domain)
+    _check_pci_root_indexes(domain)
+    _reject_duplicate_controllers(domain)
+    _add_implicit_controllers(domain)
+    _add_implicit_video(domain)
+
+
+def assign_controller_indexes(domain: Domain) -> None:
+    """A controller without index gets the lowest unused index of its type (USB2 companions follow
+    the USB2 controller just before them)."""
+    controllers = domain.controllers
+    for position, controller in enumerate(controllers):
+        if controller.index is not None:
+            continue
+        if position > 0 and controller.model in USB2_FUNCTIONS:
+            previous = next(
+                (other for other in reversed(controllers[:position]) if other.ctype == "usb"), None
+            )
+            if previous is not None and previous.model in USB2_FUNCTIONS and not any(
+                other.ctype == "usb" and other.index == previous.index and other.model == controller.model
+                for other in controllers
+            ):
+                _set_index(controller, previous.index)
+                continue
+        used = {other.index for other in controllers if other.ctype == controller.ctype}
+        _set_index(controller, next(index for index in range(len(controllers) + 1) if index not in used))
+
+
+def _set_index(controller: Device, index: int | None) -> None:
+    assert index is not None
+    controller.index = index
+    controller.element.set("index", str(index))
+
+
+def new_controller(domain: Domain, ctype: str, index: int, model: str | None) -> Device:
+    """Append a controller libvirt creates itself (it goes to the end of the controller list)."""
+    element = etree.Element("controller")
+    element.set("type", ctype)
+    element.set("index", str(index))
+    if model is not None:
+        element.set("model", model)
+    device = read_device(element)
+    device.implicit = True
+    _place_controller_element(domain, element)
+    domain.controllers.append(device)
+    return device
+
+
+def _place_controller_element(domain: Domain, element: etree._Element) -> None:
+    last = domain.controllers[-1].element if domain.controllers else None
+    if last is not None and last.getparent() is domain.devices_element:
+        last.addnext(element)
+    else:
+        insert_device(domain.devices_element, element)
+
+
+def maybe_add_controller(domain: Domain, ctype: str, index: int, model: str | None) -> Device | None:
+    if domain.controller(ctype, index) is not None:
+        return None
+    return new_controller(domain, ctype, index, model)
+
+
+def _add_default_usb(domain: Domain) -> None:
+    model = DEFAULT_USB[domain.chipset]
+    if model is None or domain.controller("usb", 0) is not None:
+        return
+    new_controller(domain, "usb", 0, model)
+    if model == "ich9-ehci1":
+        for companion in USB2_COMPANIONS:
+            new_controller(domain, "usb", 0, companion)
+
+
+def _add_pci_root(domain: Domain) -> None:
+    wanted = ROOT_MODEL[domain.chipset]
+    if wanted is None:
+        return
+    existing = domain.controller("pci", 0)
+    if existing is None:
+        new_controller(domain, "pci", 0, wanted)
+    elif existing.model != wanted:
+        raise LibvirtError(
+            f"XML error: The PCI controller with index='0' must be model='{wanted}' for this machine type, "
+            f"but model='{existing.model}' was found instead"
+        )
+
+
+def _add_memballoon(domain: Domain) -> None:
+    if any(device.kind == "memballoon" for device in domain.devices):
+        return
+    element = etree.Element("memballoon")
+    element.set("model", "virtio")
+    insert_device(domain.devices_element, element)
+    device = read_device(element)
+    device.implicit = True
+    domain.devices.append(device)
+
+
+def _check_pci_root_indexes(domain: Domain) -> None:
+    for controller in domain.pci_controllers():
+        if controller.model in ("pci-root", "pcie-root") and controller.index != 0:
+            raise LibvirtError("XML error: pci-root and pcie-root controllers should have index 0")
+        if controller.model == "pci-expander-bus" and domain.chipset is not Chipset.I440FX:
+            raise LibvirtError(
+                "unsupported configuration: pci-expander-bus controllers are only supported on 440fx-based "
+                "machinetypes"
+            )
+        if controller.model == "pcie-expander-bus" and domain.chipset is not Chipset.Q35:
+            raise LibvirtError(
+                "unsupported configuration: pcie-expander-bus controllers are not supported with this machine type"
+            )
+        _check_numa_node(domain, controller)
+
+
+def _check_numa_node(domain: Domain, controller: Device) -> None:
+    node = controller.element.find("target/node")
+    if node is None or node.text is None:
+        return
+    value = int(node.text.strip())
+    if value >= domain.numa_cells:
+        raise LibvirtError(
+            f"XML error: {controller.model} with index {controller.index} is configured for a NUMA node ({value}) "
+            f"not present in the domain's <cpu><numa> array ({domain.numa_cells})"
+        )
+
+
+def _reject_duplicate_controllers(domain: Domain) -> None:
+    seen: set[tuple[str | None, int | None]] = set()
+    key: tuple[str | None, int | None]
+    for controller in domain.controllers:
+        if controller.model in USB2_FUNCTIONS and controller.ctype == "usb":
+            key = (f"usb2:{controller.model}", controller.index)
+        else:
+            key = (controller.ctype, controller.index)
+        if key in seen:
+            raise LibvirtError(
+                f"XML error: Multiple '{controller.ctype}' controllers with index '{controller.index}'"
+            )
+        seen.add(key)
+
+
+def _add_implicit_controllers(domain: Domain) -> None:
+    for ctype, bus in (("scsi", "scsi"), ("fdc", "fdc"), ("ide", "ide"), ("sata", "sata")):
+        highest = -1
+        for number, disk in enumerate(_disks_on(domain, bus)):
+            highest = max(highest, _drive_controller(disk, number, bus))
+        for index in range(highest + 1):
+            maybe_add_controller(domain, ctype, index, "lsilogic" if ctype == "scsi" else None)
+    for device in domain.devices:
+        if device.kind in ("channel", "console") and device.model == "virtio":
+            index = 0
+            address = device.element.find("address")
+            if address is not None and address.get("type") == "virtio-serial":
+                index = int(address.get("controller", "0"))
+            maybe_add_controller(domain, "virtio-serial", index, None)
+    for device in domain.devices:
+        if device.kind == "smartcard":
+            maybe_add_controller(domain, "ccid", 0, None)
+    scsi_hostdevs = [device for device in domain.devices if device.extra.get("scsi-hostdev")]
+    highest = max((int(device.extra.get("drive-controller", "0")) for device in scsi_hostdevs), default=-1)
+    for index in range(highest + 1):
+        maybe_add_controller(domain, "scsi", index, "lsilogic")
+
+
+def _disks_on(domain: Domain, bus: str) -> list[Device]:
+    return [device for device in domain.devices if device.kind == "disk" and device.extra.get("bus") == bus]
+
+
+def _drive_controller(disk: Device, number: int, bus: str) -> int:
+    """The controller index a disk's drive address names (libvirt derives it from the target name)."""
+    if "drive-controller" in disk.extra:
+        return int(disk.extra["drive-controller"])
+    if disk.address_type is not None:
+        return -1
+    return _disk_index(disk.extra.get("dev", "")) // DISK_UNITS_PER_CONTROLLER.get(bus, 1)
+
+
+def _disk_index(name: str) -> int:
+    """``sdb`` -> 1, ``hdaa`` -> 26: the disk's position from its target name."""
+    letters = name.lstrip("hsvx").lstrip("d") if name else ""
+    index = 0
+    for letter in letters:
+        if not "a" <= letter <= "z":
+            break
+        index = index * 26 + (ord(letter) - ord("a") + 1)
+    return max(index - 1, 0)
+
+
+def _add_implicit_video(domain: Domain) -> None:
+    has_graphics = any(device.kind == "graphics" for device in domain.devices)
+    if not has_graphics or any(device.kind == "video" for device in domain.devices):
+        return
+    element = etree.Element("video")
+    model = etree.SubElement(element, "model")
+    model.set("type", "cirrus")
+    insert_device(domain.devices_element, element)
+    device = read_device(element)
+    device.implicit = True
+    domain.devices.append(device)

@@ -1,0 +1,42 @@
+"""``virsh define`` in the reference: parse, add default devices, assign addresses, validate, format."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from pytest_pcie.reference.assign import assign_addresses
+from pytest_pcie.reference.controllers import validate_controllers
+from pytest_pcie.reference.defaults import add_defaults
+from pytest_pcie.reference.parse import Domain, load_domain
+from pytest_pcie.reference.tables import FORMAT_ORDER
+from pytest_pcie.reference.validate import validate_domain
+
+
+def define(domain_xml: str) -> str:
+    """The domain XML libvirt stores for ``domain_xml`` (see :func:`pytest_pcie.reference.define`)."""
+    return format_domain(define_domain(load_domain(domain_xml)))
+
+
+def define_domain(domain: Domain) -> Domain:
+    """Run libvirt's post-parse (defaults, addresses) and validation on a parsed domain."""
+    add_defaults(domain)
+    assign_addresses(domain)
+    validate_controllers(domain)
+    validate_domain(domain)
+    return domain
+
+
+def format_domain(domain: Domain) -> str:
+    """The document as text, devices in libvirt's element order, indented like libvirt's output."""
+    _sort_devices(domain)
+    etree.indent(domain.root, space="  ")
+    return etree.tostring(domain.root, encoding="unicode") + "\n"
+
+
+def _sort_devices(domain: Domain) -> None:
+    """libvirt formats devices grouped by kind (tables.FORMAT_ORDER), controllers in list order."""
+    rank = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
+    controller_rank = {id(device.element): number for number, device in enumerate(domain.controllers)}
+    children = list(domain.devices_element)
+    children.sort(key=lambda child: (rank.get(str(child.tag), len(FORMAT_ORDER)), controller_rank.get(id(child), 0)))
+    domain.devices_element[:] = children

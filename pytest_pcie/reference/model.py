@@ -1,0 +1,157 @@
+"""The in-memory domain: a thin typed view over the parsed XML tree.
+
+The reference works on the lxml tree itself (so every element it does not understand survives a
+define untouched) and keeps, per device, the few facts address assignment needs: its class, model,
+controller type/index, and its PCI address.  Addresses are written back into the tree only when
+the assigner commits them, in libvirt's spelling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.tables import FORMAT_ORDER, Connect
+
+Element = etree._Element
+
+
+@dataclass(frozen=True, order=True)
+class PciAddress:
+    """A guest PCI address (domain 0 on x86).  ``bus`` is the index of the controller providing it."""
+
+    domain: int
+    bus: int
+    slot: int
+    function: int
+
+    def __str__(self) -> str:
+        """libvirt's spelling in messages: ``0000:00:03.0``."""
+        return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function}"
+
+    @property
+    def is_empty(self) -> bool:
+        """libvirt treats domain, bus and slot all 0 as "no address yet", whatever the function."""
+        return self.domain == 0 and self.bus == 0 and self.slot == 0
+
+
+@dataclass(eq=False)
+class Device:
+    """One device of the domain, as far as PCI placement cares.
+
+    ``kind`` is the element tag (``interface``, ``controller``…); ``model`` the model libvirt
+    stores; for controllers ``ctype``/``index``.  ``address_type`` is the type of the device's own
+    ``<address>`` (None when absent).  ``flags`` is filled in by the assigner.
+    """
+
+    element: Element
+    kind: str
+    model: str
+    ctype: str | None = None
+    index: int | None = None
+    address_type: str | None = None
+    address: PciAddress | None = None
+    multifunction: str | None = None
+    flags: Connect = field(default_factory=lambda: Connect(0))
+    implicit: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_pci_controller(self) -> bool:
+        return self.kind == "controller" and self.ctype == "pci"
+
+    @property
+    def has_pci_address(self) -> bool:
+        """A usable PCI address is present (libvirt's virDeviceInfoPCIAddressIsPresent)."""
+        return self.address_type == "pci" and self.address is not None and not self.address.is_empty
+
+    @property
+    def wants_pci_address(self) -> bool:
+        """No address at all, or a PCI one still empty (virDeviceInfoPCIAddressIsWanted)."""
+        return self.address_type is None or (self.address_type == "pci" and not self.has_pci_address)
+
+    def label(self) -> str:
+        if self.kind == "controller":
+            return f"controller type={self.ctype} index={self.index} model={self.model}"
+        return f"{self.kind} model={self.model}"
+
+
+def parse_xml(text: str, what: str) -> Element:
+    """Parse ``text`` or raise the LibvirtError virsh would print for a malformed document."""
+    try:
+        parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True)
+        root = etree.fromstring(text.encode("utf-8"), parser)
+    except etree.XMLSyntaxError as exc:
+        raise LibvirtError(f"XML error: {what} is not well-formed XML: {exc}") from None
+    if not isinstance(root.tag, str):
+        raise LibvirtError(f"XML error: {what} has no root element")
+    return root
+
+
+def parse_int(text: str | None, what: str) -> int | None:
+    """libvirt accepts decimal or 0x-prefixed hex (strtoul base 0) for address parts and indexes."""
+    if text is None:
+        return None
+    value = text.strip()
+    try:
+        if value.lower().startswith("0x"):
+            return int(value[2:], 16)
+        if len(value) > 1 and value.startswith("0"):
+            return int(value[1:], 8)
+        return int(value, 10)
+    except ValueError:
+        raise LibvirtError(f"XML error: Cannot parse {what} '{text}'") from None
+
+
+def read_pci_address(element: Element) -> tuple[PciAddress, str | None]:
+    """Read a ``<address type='pci'>`` element, with libvirt's range checks and messages."""
+    parts = {}
+    for name in ("domain", "bus", "slot", "function"):
+        value = parse_int(element.get(name), f"<address> '{name}' attribute")
+        parts[name] = 0 if value is None else value
+    if parts["domain"] > 0xFFFF:
+        raise LibvirtError(f"XML error: Invalid PCI address domain='0x{parts['domain']:x}', must be <= 0xFFFF")
+    if parts["bus"] > 0xFF:
+        raise LibvirtError(f"XML error: Invalid PCI address bus='0x{parts['bus']:x}', must be <= 0xFF")
+    if parts["slot"] > 0x1F:
+        raise LibvirtError(f"XML error: Invalid PCI address slot='0x{parts['slot']:x}', must be <= 0x1F")
+    if parts["function"] > 7:
+        raise LibvirtError(f"XML error: Invalid PCI address function=0x{parts['function']:x}, must be <= 7")
+    multi = element.get("multifunction")
+    if multi is not None and multi not in ("on", "off"):
+        raise LibvirtError(f"XML error: Unknown value '{multi}' for <address> 'multifunction' attribute")
+    return PciAddress(parts["domain"], parts["bus"], parts["slot"], parts["function"]), multi
+
+
+def write_pci_address(device: Device) -> None:
+    """Write ``device.address`` into its element as libvirt formats it."""
+    address = device.address
+    assert address is not None
+    old = device.element.find("address")
+    new = etree.Element("address")
+    new.set("type", "pci")
+    new.set("domain", f"0x{address.domain:04x}")
+    new.set("bus", f"0x{address.bus:02x}")
+    new.set("slot", f"0x{address.slot:02x}")
+    new.set("function", f"0x{address.function:x}")
+    if device.multifunction is not None:
+        new.set("multifunction", device.multifunction)
+    if old is not None:
+        old.addprevious(new)
+        device.element.remove(old)
+    else:
+        device.element.append(new)
+    device.address_type = "pci"
+
+
+def insert_device(devices: Element, element: Element) -> None:
+    """Insert ``element`` into ``<devices>`` after the last device that libvirt formats before it."""
+    rank = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
+    mine = rank.get(str(element.tag), len(FORMAT_ORDER))
+    position = 0
+    for number, child in enumerate(devices):
+        if rank.get(str(child.tag), len(FORMAT_ORDER)) <= mine:
+            position = number + 1
+    devices.insert(position, element)

@@ -1,0 +1,304 @@
+"""Reading a domain XML document into the reference's :class:`Domain`.
+
+Only what shapes the PCI topology is read; the rest of the document is carried along untouched.
+Per-device model defaults that libvirt writes into the XML at post-parse (a NIC without a model
+becomes rtl8139, a USB controller without a model piix3-uhci…) are applied here, while reading,
+because libvirt applies them before anything looks at addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.machine import Chipset, canonical, chipset_of
+from pytest_pcie.reference.model import Device, Element, parse_int, parse_xml, read_pci_address
+
+# Device elements the reference tracks; everything else in <devices> is carried along untouched.
+TRACKED = frozenset(
+    {
+        "disk", "controller", "filesystem", "interface", "sound", "hostdev", "memballoon", "rng", "watchdog",
+        "video", "shmem", "input", "serial", "iommu", "vsock", "memory", "channel", "console", "smartcard",
+        "graphics",
+    }
+)
+
+# Model libvirt stores for a device written without one (post-parse defaults for QEMU 7.2 x86_64).
+# Keyed by kind, or "controller:<type>" for controllers.
+DEFAULT_MODELS: dict[str, str] = {
+    "interface": "rtl8139",
+    "video": "cirrus",
+    "vsock": "virtio",
+    "controller:usb": "piix3-uhci",
+    "controller:scsi": "lsilogic",
+}
+
+# Disk target name prefix -> bus, when <target bus> is absent (virDomainDiskDefParseXML).
+DISK_PREFIX_BUS: tuple[tuple[str, str], ...] = (("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"), ("xvd", "xen"))
+
+# How many disks one controller of a bus takes when libvirt assigns drive addresses itself.
+DISK_UNITS_PER_CONTROLLER: dict[str, int] = {"scsi": 7, "ide": 4, "sata": 6, "fdc": 2}
+
+
+@dataclass
+class Domain:
+    """The parsed domain: the XML tree plus typed views of the devices that matter for PCI."""
+
+    root: Element
+    devices_element: Element
+    machine: str
+    chipset: Chipset
+    acpi: bool
+    numa_cells: int
+    devices: list[Device] = field(default_factory=list)
+    controllers: list[Device] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> Iterator[Device]:
+        """Devices of one element kind, in libvirt's list order (controllers: in-memory order)."""
+        if kind == "controller":
+            yield from self.controllers
+            return
+        yield from (device for device in self.devices if device.kind == kind)
+
+    def pci_controllers(self) -> Iterator[Device]:
+        yield from (device for device in self.controllers if device.ctype == "pci")
+
+    def controller(self, ctype: str, index: int) -> Device | None:
+        for device in self.controllers:
+            if device.ctype == ctype and device.index == index:
+                return device
+        return None
+
+    def all_devices(self) -> Iterator[Device]:
+        yield from self.controllers
+        yield from self.devices
+
+    @property
+    def has_pcie_root(self) -> bool:
+        return any(device.model == "pcie-root" for device in self.pci_controllers())
+
+    @property
+    def has_pci_root(self) -> bool:
+        return any(device.model == "pci-root" for device in self.pci_controllers())
+
+
+def load_domain(text: str) -> Domain:
+    """Parse a domain document, as libvirt's parser and per-device post-parse would."""
+    root = parse_xml(text, "domain XML")
+    if root.tag != "domain":
+        raise LibvirtError(f"XML error: unexpected root element <{root.tag}>, expecting <domain>")
+    os_type = root.find("os/type")
+    machine = canonical((os_type.get("machine") if os_type is not None else None) or "pc")
+    if os_type is not None:
+        os_type.set("machine", machine)
+    devices_element = root.find("devices")
+    if devices_element is None:
+        devices_element = etree.SubElement(root, "devices")
+    numa = root.findall("cpu/numa/cell")
+    domain = Domain(
+        root, devices_element, machine, chipset_of(machine), root.find("features/acpi") is not None, len(numa)
+    )
+    for element in devices_element:
+        if isinstance(element.tag, str) and element.tag in TRACKED:
+            device = read_device(element)
+            if device.kind == "controller":
+                insert_controller(domain.controllers, device)
+            else:
+                domain.devices.append(device)
+    _primary_video_first(domain)
+    return domain
+
+
+def read_device(element: Element) -> Device:
+    """The typed view of one device element (model defaults applied to the element too)."""
+    kind = str(element.tag)
+    reader = _MODEL_READERS.get(kind, _model_attribute)
+    device = Device(element, kind, "")
+    if kind == "controller":
+        device.ctype = element.get("type")
+        if device.ctype is None:
+            raise LibvirtError("XML error: missing controller type")
+        device.index = parse_int(element.get("index"), "controller index")
+    device.model = reader(device)
+    _read_address(device)
+    return device
+
+
+def insert_controller(controllers: list[Device], new: Device) -> None:
+    """Place a parsed controller as libvirt's parser does: after the others of its type, sorted by index."""
+    insert_at = -1
+    for position in range(len(controllers) - 1, -1, -1):
+        current = controllers[position]
+        if current.ctype != new.ctype:
+            continue
+        if new.index is None:
+            insert_at = position + 1
+            break
+        assert current.index is not None
+        if current.index > new.index:
+            insert_at = position
+        elif insert_at == -1:
+            insert_at = position + 1
+    if insert_at == -1:
+        controllers.append(new)
+    else:
+        controllers.insert(insert_at, new)
+
+
+def _read_address(device: Device) -> None:
+    address = device.element.find("address")
+    if address is None:
+        return
+    device.address_type = address.get("type")
+    if device.address_type == "pci":
+        device.address, device.multifunction = read_pci_address(address)
+    elif device.address_type == "drive":
+        device.extra["drive-controller"] = address.get("controller", "0")
+
+
+def _model_attribute(device: Device) -> str:
+    return device.element.get("model") or "default"
+
+
+def _model_child(device: Device) -> str:
+    model = device.element.find("model")
+    return (model.get("type") if model is not None else None) or "default"
+
+
+def _with_default(device: Device, key: str, read: Callable[[Device], str], write: Callable[[str], None]) -> str:
+    model = read(device)
+    if model == "default" and key in DEFAULT_MODELS:
+        model = DEFAULT_MODELS[key]
+        write(model)
+    return model
+
+
+def _interface_model(device: Device) -> str:
+    if device.element.get("type") == "hostdev":
+        device.extra["hostdev"] = "pci"
+        return "hostdev"
+
+    def write(model: str) -> None:
+        element = device.element.find("model")
+        if element is None:
+            element = etree.Element("model")
+            mac = device.element.find("mac")
+            source = device.element.find("source")
+            anchor = source if source is not None else mac
+            if anchor is not None:
+                anchor.addnext(element)
+            else:
+                device.element.append(element)
+        element.set("type", model)
+
+    return _with_default(device, "interface", _model_child, write)
+
+
+def _video_model(device: Device) -> str:
+    def write(model: str) -> None:
+        element = device.element.find("model")
+        if element is None:
+            element = etree.SubElement(device.element, "model")
+        element.set("type", model)
+
+    return _with_default(device, "video", _model_child, write)
+
+
+def _controller_model(device: Device) -> str:
+    key = f"controller:{device.ctype}"
+    return _with_default(device, key, _model_attribute, lambda model: device.element.set("model", model))
+
+
+def _vsock_model(device: Device) -> str:
+    return _with_default(device, "vsock", _model_attribute, lambda model: device.element.set("model", model))
+
+
+def _disk_model(device: Device) -> str:
+    target = device.element.find("target")
+    bus = target.get("bus") if target is not None else None
+    dev = (target.get("dev") if target is not None else None) or ""
+    if bus is None:
+        if device.element.get("device") == "floppy":
+            bus = "fdc"
+        else:
+            bus = next((name for prefix, name in DISK_PREFIX_BUS if dev.startswith(prefix)), "ide")
+    device.extra["bus"] = bus
+    device.extra["dev"] = dev
+    return device.element.get("model") or "default"
+
+
+def _filesystem_model(device: Device) -> str:
+    driver = device.element.find("driver")
+    driver_type = driver.get("type") if driver is not None else None
+    if driver_type == "virtiofs":
+        return "virtio"
+    if driver_type in ("loop", "nbd", "ploop"):
+        return "none"
+    return device.element.get("model") or "default"
+
+
+def _hostdev_model(device: Device) -> str:
+    element = device.element
+    if (element.get("mode") or "subsys") != "subsys":
+        return "none"
+    subsys = element.get("type") or ""
+    if subsys == "mdev":
+        return "mdev" if element.get("model") == "vfio-pci" else "none"
+    if subsys == "scsi_host":
+        model = element.get("model")
+        return "scsi_host:virtio-transitional" if model == "virtio-transitional" else "scsi_host"
+    if subsys == "scsi":
+        device.extra["scsi-hostdev"] = "yes"
+        return "none"
+    return subsys or "none"
+
+
+def _input_model(device: Device) -> str:
+    bus = device.element.get("bus")
+    if bus != "virtio":
+        return "none"
+    return device.element.get("model") or "virtio"
+
+
+def _serial_model(device: Device) -> str:
+    target = device.element.find("target")
+    return (target.get("type") if target is not None else None) or "isa-serial"
+
+
+def _chr_model(device: Device) -> str:
+    target = device.element.find("target")
+    return (target.get("type") if target is not None else None) or "none"
+
+
+_MODEL_READERS: dict[str, Callable[[Device], str]] = {
+    "interface": _interface_model,
+    "video": _video_model,
+    "controller": _controller_model,
+    "vsock": _vsock_model,
+    "disk": _disk_model,
+    "filesystem": _filesystem_model,
+    "hostdev": _hostdev_model,
+    "input": _input_model,
+    "serial": _serial_model,
+    "channel": _chr_model,
+    "console": _chr_model,
+}
+
+
+def _primary_video_first(domain: Domain) -> None:
+    """libvirt moves the video marked primary to the front of the list (it becomes videos[0])."""
+    videos = [device for device in domain.devices if device.kind == "video"]
+    primary = next((video for video in videos if _is_primary(video)), None)
+    if primary is None or primary is videos[0]:
+        return
+    domain.devices.remove(primary)
+    domain.devices.insert(domain.devices.index(videos[0]), primary)
+    videos[0].element.addprevious(primary.element)
+
+
+def _is_primary(video: Device) -> bool:
+    model = video.element.find("model")
+    return model is not None and model.get("primary") == "yes"
