@@ -168,6 +168,7 @@ class LibvirtBackend:
                 domain = self._start_transient(run)
             except StepRefused as exc:
                 return self._outcome(run, Failure(0, "start", str(exc)))
+            run.domain_xml = self._xml(domain, live=True)
         flags = self._libvirt.VIR_DOMAIN_AFFECT_LIVE if case.operation.live else self._libvirt.VIR_DOMAIN_AFFECT_CONFIG
         for number, step in enumerate(case.steps, start=1):
             apply = domain.attachDeviceFlags if step.action is Action.ATTACH else domain.detachDeviceFlags
@@ -289,15 +290,14 @@ def _open(lv: ModuleType, uri: str) -> Any:
 
 
 def _pick_domain_type(conn: Any, uri: str) -> str:
-    """Return the preferred domain type the host offers for x86_64 hvm guests under QEMU."""
-    driver = str(conn.getType())
-    if driver != "QEMU":
-        raise BackendUnavailable(
-            f"{uri} is libvirt's {driver} driver, not QEMU; point --pcie-libvirt-uri at a qemu:// URI"
-        )
+    """Return the preferred domain type the host offers for x86_64 hvm guests.
+
+    The capabilities list a domain type for an architecture only when the matching emulator is
+    installed, so this also checks that ``qemu-system-x86_64`` exists on the (possibly remote) host.
+    """
     caps = etree.fromstring(str(conn.getCapabilities()).encode("utf-8"))
     offered = {
-        domain.get("type")
+        str(domain.get("type"))
         for guest in caps.findall("guest")
         if guest.findtext("os_type") == "hvm"
         for arch in guest.findall("arch")
@@ -307,7 +307,11 @@ def _pick_domain_type(conn: Any, uri: str) -> str:
     for domain_type in DOMAIN_TYPES:
         if domain_type in offered:
             return domain_type
-    raise BackendUnavailable(f"no QEMU {ARCH} emulator on the host at {uri}: apt-get install qemu-system-x86")
+    offers = ", ".join(sorted(offered)) or "none"
+    raise BackendUnavailable(
+        f"no QEMU {ARCH} emulator at {uri} (libvirt's {conn.getType()} driver offers {ARCH} domain types: {offers}); "
+        "install one there with `apt-get install qemu-system-x86`, or point --pcie-libvirt-uri at a qemu:// URI"
+    )
 
 
 def _with_namespace(text: str) -> str:

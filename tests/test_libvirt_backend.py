@@ -1,0 +1,449 @@
+"""The libvirt backend against the libvirtd on this host.
+
+Without a reachable libvirtd these tests skip; with ``PCIE_REQUIRE_LIBVIRT=1`` (set by CI) they
+fail instead, so a broken host cannot pass as a green run.  The expected values are what libvirt
+9.0.0 + QEMU 7.2 did on the development host; the cases are built in tmp_path so that the tests do
+not depend on the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from pytest_pcie.backends.base import BackendUnavailable
+from pytest_pcie.backends.libvirt import LibvirtBackend
+from pytest_pcie.backends.libvirt_safety import (
+    MARKER_NS,
+    NAME_PREFIX,
+    REMOTE_STALE_AFTER_S,
+    Owner,
+    mark_domain,
+    this_process,
+)
+from pytest_pcie.cases import Case, load_case
+from pytest_pcie.domain import prepare_domain
+
+URI = "qemu:///system"
+MIN = "<controller type='usb' model='none'/><memballoon model='none'/>"
+VIRTIO_NIC = "<interface type='user'><model type='virtio'/></interface>"
+REQUIRE_ENV = "PCIE_REQUIRE_LIBVIRT"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def open_backend(uri: str = URI) -> LibvirtBackend:
+    """A backend on this host, or a skip (a failure under PCIE_REQUIRE_LIBVIRT=1) saying why not."""
+    try:
+        return LibvirtBackend(uri)
+    except BackendUnavailable as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but the libvirt backend is unavailable: {exc}", pytrace=False)
+        pytest.skip(f"libvirt backend unavailable: {exc}")
+
+
+@pytest.fixture
+def backend() -> Iterator[LibvirtBackend]:
+    opened = open_backend()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def make_case(tmp_path: Path) -> Callable[..., Case]:
+    """Write a case folder into tmp_path and load it with the real case loader."""
+    counter = iter(range(1_000))
+
+    def make(operation: str, input_xml: str, steps: Sequence[tuple[str, str, str]] = (), machine: str = "q35") -> Case:
+        folder = tmp_path / f"case{next(counter)}"
+        folder.mkdir()
+        step_lines = ", ".join(f'{{ {action} = "{file_name}" }}' for action, file_name, _ in steps)
+        toml = f'description = "test"\nmachines = ["{machine}"]\noperation = "{operation}"\n'
+        if steps:
+            toml += f"steps = [{step_lines}]\n"
+        (folder / "case.toml").write_text(toml)
+        (folder / "input.xml").write_text(input_xml)
+        for _, file_name, device_xml in steps:
+            (folder / file_name).write_text(device_xml)
+        return load_case(folder, tmp_path)
+
+    return make
+
+
+def pci_layout(domain_xml: str) -> list[tuple[str, str, str]]:
+    """(device, model or type, bus:slot.function) for every device with a PCI address, in order."""
+    root = etree.fromstring(domain_xml.encode("utf-8"))
+    layout = []
+    devices = root.find("devices")
+    for device in devices if devices is not None else []:
+        address = device.find("address")
+        if address is None or address.get("type") != "pci":
+            continue
+        kind = device.get("model") or device.get("type") or ""
+        if device.tag == "controller":
+            kind = f"{device.get('type')}{device.get('index')}:{device.get('model') or ''}"
+        bus, slot, function = (int(address.get(key, "0"), 16) for key in ("bus", "slot", "function"))
+        layout.append((device.tag, kind, f"{bus:02x}:{slot:02x}.{function:x}"))
+    return layout
+
+
+def domain_names(backend: LibvirtBackend) -> set[str]:
+    return {domain.name() for domain in backend._conn.listAllDomains(0)}
+
+
+def session_domains(backend: LibvirtBackend, session: str) -> set[str]:
+    return {name for name in domain_names(backend) if name.startswith(f"{NAME_PREFIX}{session}-")}
+
+
+# ---- start-up -------------------------------------------------------------------------------------
+
+
+def test_header_names_versions_and_domain_type(backend: LibvirtBackend) -> None:
+    header = backend.header()
+    assert header.startswith("pcie backend: libvirt 9.0.0, QEMU 7.2.")
+    assert header.endswith(f" at {URI}, domain type {backend.domain_type}")
+    assert backend.domain_type == ("kvm" if os.path.exists("/dev/kvm") else "qemu")
+
+
+def test_unreachable_uri_is_one_line() -> None:
+    uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    with pytest.raises(BackendUnavailable) as raised:
+        LibvirtBackend(uri)
+    message = str(raised.value)
+    assert message.startswith(f"libvirtd is not reachable at {uri}: ")
+    assert "/nonexistent/libvirt-sock" in message
+    assert message.endswith("start it with `sudo scripts/prepare-host`")
+    assert "\n" not in message
+
+
+def test_missing_libvirt_python_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "libvirt", None)  # makes `import libvirt` raise ImportError
+    with pytest.raises(BackendUnavailable) as raised:
+        LibvirtBackend(URI)
+    assert str(raised.value) == "libvirt-python is not installed: pip install 'pytest-pcie[libvirt]'"
+
+
+def test_a_driver_without_qemu_is_one_line() -> None:
+    pytest.importorskip("libvirt")
+    with pytest.raises(BackendUnavailable) as raised:
+        LibvirtBackend("test:///default")
+    message = str(raised.value)
+    assert message.startswith("no QEMU x86_64 emulator at test:///default (libvirt's TEST driver offers")
+    assert "apt-get install qemu-system-x86" in message
+    assert "\n" not in message
+
+
+def test_required_libvirt_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="PCIE_REQUIRE_LIBVIRT=1 but the libvirt backend is unavailable"):
+        open_backend(bad)
+    monkeypatch.delenv(REQUIRE_ENV)
+    with pytest.raises(pytest.skip.Exception, match="libvirt backend unavailable: libvirtd is not reachable"):
+        open_backend(bad)
+
+
+# ---- outcome shapes -------------------------------------------------------------------------------
+
+
+def test_define_q35_one_virtio_nic(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
+    case = make_case("define", f"<domain><devices>{MIN}{VIRTIO_NIC}</devices></domain>")
+    outcome = backend.run(case, "q35")
+    assert outcome.failure is None
+    assert outcome.domain_xml is not None
+    assert pci_layout(outcome.domain_xml) == [
+        ("controller", "sata0:", "00:1f.2"),
+        ("controller", "pci1:pcie-root-port", "00:01.0"),
+        ("controller", "pci2:pcie-root-port", "00:01.1"),  # the spare port
+        ("interface", "user", "01:00.0"),
+    ]
+    # The backend's own name, domain type and marker do not leak into outcomes.
+    root = etree.fromstring(outcome.domain_xml.encode("utf-8"))
+    assert root.findtext("name") == "pcie-case"
+    assert root.get("type") == "kvm"
+    assert MARKER_NS not in outcome.domain_xml
+    assert root.find("metadata") is None
+
+
+def test_define_pc_one_virtio_nic(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
+    case = make_case("define", f"<domain><devices>{MIN}{VIRTIO_NIC}</devices></domain>", machine="pc")
+    outcome = backend.run(case, "pc")
+    assert outcome.failure is None
+    assert outcome.domain_xml is not None
+    assert pci_layout(outcome.domain_xml) == [("interface", "user", "00:02.0")]
+
+
+def test_define_refused(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
+    case = make_case(
+        "define", "<domain><devices><controller type='pci' index='0' model='pci-root'/></devices></domain>"
+    )
+    outcome = backend.run(case, "q35")
+    assert outcome.domain_xml is None
+    assert outcome.failure is not None
+    assert (outcome.failure.step, outcome.failure.label) == (0, "define")
+    assert outcome.failure.message == (
+        "XML error: The PCI controller with index='0' must be model='pcie-root' for this machine type, "
+        "but model='pci-root' was found instead"
+    )
+
+
+def test_attach_offline_adds_ports_and_detach_removes_only_the_device(
+    backend: LibvirtBackend, make_case: Callable[..., Case]
+) -> None:
+    first_nic = "<interface type='user'><model type='virtio'/><address type='pci' bus='1' slot='0'/></interface>"
+    steps = [("attach", "nic.xml", VIRTIO_NIC), ("attach", "nic.xml", VIRTIO_NIC), ("detach", "first.xml", first_nic)]
+    outcome = backend.run(make_case("attach-offline", f"<domain><devices>{MIN}</devices></domain>", steps), "q35")
+    assert outcome.failure is None
+    assert outcome.domain_xml is not None
+    assert pci_layout(outcome.domain_xml) == [
+        ("controller", "sata0:", "00:1f.2"),
+        ("controller", "pci1:pcie-root-port", "00:01.0"),
+        ("controller", "pci2:pcie-root-port", "00:01.1"),
+        ("interface", "user", "02:00.0"),
+    ]
+    assert "<alias" not in outcome.domain_xml  # the persistent definition, not a live XML
+
+
+def test_attach_offline_failure_keeps_the_last_good_xml(
+    backend: LibvirtBackend, make_case: Callable[..., Case]
+) -> None:
+    sata_address = "<address type='pci' bus='0' slot='0x1f' function='2'/>"
+    on_root = f"<interface type='user'><model type='virtio'/>{sata_address}</interface>"
+    steps = [("attach", "nic.xml", VIRTIO_NIC), ("attach", "clash.xml", on_root)]
+    outcome = backend.run(make_case("attach-offline", f"<domain><devices>{MIN}</devices></domain>", steps), "q35")
+    assert outcome.failure is not None
+    assert (outcome.failure.step, outcome.failure.label) == (2, "attach clash.xml")
+    assert outcome.failure.message == "XML error: Attempted double use of PCI Address 0000:00:1f.2"
+    assert outcome.domain_xml is not None
+    assert ("interface", "user", "01:00.0") in pci_layout(outcome.domain_xml)
+
+
+def test_attach_live_second_nic_finds_no_slot(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
+    steps = [("attach", "nic.xml", VIRTIO_NIC), ("attach", "nic.xml", VIRTIO_NIC)]
+    outcome = backend.run(make_case("attach-live", "<domain/>", steps), "q35")
+    assert outcome.failure is not None
+    assert (outcome.failure.step, outcome.failure.label) == (2, "attach nic.xml")
+    assert outcome.failure.message == "internal error: No more available PCI slots"
+    assert outcome.domain_xml is not None
+    assert '<alias name="net0"/>' in outcome.domain_xml  # the live XML of the running guest
+    assert pci_layout(outcome.domain_xml) == [
+        ("controller", "usb0:qemu-xhci", "01:00.0"),
+        ("controller", "sata0:", "00:1f.2"),
+        ("controller", "pci1:pcie-root-port", "00:01.0"),
+        ("controller", "pci2:pcie-root-port", "00:01.1"),
+        ("controller", "pci3:pcie-root-port", "00:01.2"),
+        ("interface", "user", "03:00.0"),  # the one spare port
+        ("memballoon", "virtio", "02:00.0"),
+    ]
+
+
+def test_attach_live_refused_first_step(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
+    on_root = "<interface type='user'><model type='virtio'/><address type='pci' bus='0' slot='5'/></interface>"
+    outcome = backend.run(make_case("attach-live", "<domain/>", [("attach", "root.xml", on_root)]), "q35")
+    assert outcome.failure is not None
+    assert (outcome.failure.step, outcome.failure.label) == (1, "attach root.xml")
+    assert outcome.failure.message == (
+        "XML error: The device at PCI address 0000:00:05.0 requires hotplug capability, "
+        "but the PCI controller with index='0' doesn't support hotplug"
+    )
+    assert outcome.domain_xml is not None
+    assert "<interface" not in outcome.domain_xml
+    assert "id=" in outcome.domain_xml.split(">", 1)[0]  # the running guest's XML
+
+
+@pytest.mark.parametrize("machine", ["q35", "pc"])
+def test_transient_start_gives_the_same_topology_as_define_and_start(backend: LibvirtBackend, machine: str) -> None:
+    """The backend starts live cases as transient guests from the defined XML; a persistent
+    define+start must give the same live layout, or live goldens would depend on the choice."""
+    lv = backend._libvirt
+    devices = f"{VIRTIO_NIC}<interface type='user'><model type='e1000'/></interface><video><model type='vga'/></video>"
+    prepared = prepare_domain(f"<domain><devices>{devices}</devices></domain>", machine)
+    layouts = []
+    for how in ("transient", "persistent"):
+        name = f"{NAME_PREFIX}{backend.session}-{how}"
+        domain = backend._conn.defineXML(mark_domain(prepared, name, backend.domain_type, backend.owner))
+        try:
+            if how == "transient":
+                inactive = domain.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)
+                domain.undefine()
+                domain = backend._conn.createXML(inactive, lv.VIR_DOMAIN_START_AUTODESTROY)
+            else:
+                domain.createWithFlags(lv.VIR_DOMAIN_START_AUTODESTROY)
+            domain.attachDeviceFlags(VIRTIO_NIC, lv.VIR_DOMAIN_AFFECT_LIVE)
+            layouts.append(pci_layout(domain.XMLDesc(0)))
+        finally:
+            backend._discard(name)
+    assert layouts[0] == layouts[1]
+    assert len(layouts[0]) >= 4
+
+
+# ---- nothing of ours remains ----------------------------------------------------------------------
+
+
+def test_nothing_remains_after_passing_and_failing_cases(make_case: Callable[..., Case]) -> None:
+    backend = open_backend()
+    session = backend.session
+    try:
+        two_nics = [("attach", "nic.xml", VIRTIO_NIC), ("attach", "nic.xml", VIRTIO_NIC)]
+        assert backend.run(make_case("define", "<domain/>"), "q35").failure is None
+        assert backend.run(make_case("attach-offline", "<domain/>", two_nics), "q35").failure is None
+        assert backend.run(make_case("attach-live", "<domain/>", two_nics), "q35").failure is not None
+        pci_root_on_q35 = "<domain><devices><controller type='pci' index='0' model='pci-root'/></devices></domain>"
+        assert backend.run(make_case("define", pci_root_on_q35), "q35").failure is not None
+        assert session_domains(backend, session) <= {f"{NAME_PREFIX}{session}-3"}  # at most the live guest stopping
+    finally:
+        backend.close()
+    checker = open_backend()
+    try:
+        assert session_domains(checker, session) == set()
+    finally:
+        checker.close()
+
+
+def test_exception_inside_a_case_still_removes_its_domain(
+    backend: LibvirtBackend, make_case: Callable[..., Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    def boom(self: LibvirtBackend, domain: Any, *, live: bool) -> str:
+        seen.append(domain.name())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LibvirtBackend, "_xml", boom)
+    with pytest.raises(KeyboardInterrupt):
+        backend.run(make_case("define", "<domain/>"), "q35")
+    assert seen and seen[0].startswith(f"{NAME_PREFIX}{backend.session}-")
+    assert seen[0] not in domain_names(backend)
+
+
+INTERRUPTED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from pytest_pcie.backends.libvirt import LibvirtBackend
+    from pytest_pcie.cases import load_case
+
+    class Paused(LibvirtBackend):
+        def _start_transient(self, run):
+            domain = super()._start_transient(run)
+            self._pause(domain)
+            return domain
+
+        def _xml(self, domain, *, live):
+            if not live:
+                self._pause(domain)
+            return super()._xml(domain, live=live)
+
+        def _pause(self, domain):
+            print("READY", domain.name(), flush=True)
+            time.sleep(120)
+
+    case = load_case(Path(sys.argv[1]), Path(sys.argv[1]).parent)
+    Paused().run(case, "q35")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("operation", "sig"),
+    [
+        ("attach-live", signal.SIGINT),
+        ("attach-live", signal.SIGKILL),
+        ("define", signal.SIGINT),
+        ("define", signal.SIGKILL),
+    ],
+)
+def test_interrupted_run_leaves_nothing_after_the_next_sweep(
+    make_case: Callable[..., Case], operation: str, sig: signal.Signals
+) -> None:
+    steps = [("attach", "nic.xml", VIRTIO_NIC)] if operation == "attach-live" else []
+    case = make_case(operation, "<domain/>", steps)
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_RUN, str(case.folder)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert child.stdout is not None
+        ready = child.stdout.readline().split()
+        assert ready[0] == "READY", ready
+        name = ready[1]
+        observer = open_backend()  # sweeps at start and at close
+        observer.close()
+        observer = open_backend()
+        try:
+            assert name in domain_names(observer)  # its owner is alive: untouched
+        finally:
+            observer.close()
+        child.send_signal(sig)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    sweeper = open_backend()
+    try:
+        if sig == signal.SIGKILL and operation == "define":
+            assert name in sweeper.swept  # only the sweep could have removed a persistent definition
+        assert name not in domain_names(sweeper)
+    finally:
+        sweeper.close()
+
+
+# ---- other people's domains -----------------------------------------------------------------------
+
+
+def test_sweep_touches_only_marked_domains_of_dead_owners(backend: LibvirtBackend) -> None:
+    lv = backend._libvirt
+    me = this_process()
+    tag = uuid.uuid4().hex[:8]
+    dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_child.wait()
+    dead = Owner(me.host, me.boot_id, dead_child.pid, "1", "dead" + tag[:4], time.time())
+    live_other = this_process(session="live" + tag[:4])
+    far_old = Owner("elsewhere", "", 1, "1", "far0" + tag[:4], time.time() - REMOTE_STALE_AFTER_S - 60)
+    far_new = Owner("elsewhere", "", 1, "1", "far1" + tag[:4], time.time())
+    plain = prepare_domain("<domain/>", "pc")
+    kept = {
+        f"pcie-safety-unmarked-{tag}": plain.replace("pcie-case", f"pcie-safety-unmarked-{tag}"),
+        f"{NAME_PREFIX}nomarker-{tag}": plain.replace("pcie-case", f"{NAME_PREFIX}nomarker-{tag}"),
+        f"pcie-safety-dead-owner-{tag}": mark_domain(plain, f"pcie-safety-dead-owner-{tag}", "kvm", dead),
+        f"{NAME_PREFIX}live-owner-{tag}": mark_domain(plain, f"{NAME_PREFIX}live-owner-{tag}", "kvm", live_other),
+        f"{NAME_PREFIX}far-new-{tag}": mark_domain(plain, f"{NAME_PREFIX}far-new-{tag}", "kvm", far_new),
+    }
+    removed = {
+        f"{NAME_PREFIX}dead-owner-{tag}": mark_domain(plain, f"{NAME_PREFIX}dead-owner-{tag}", "kvm", dead),
+        f"{NAME_PREFIX}far-old-{tag}": mark_domain(plain, f"{NAME_PREFIX}far-old-{tag}", "kvm", far_old),
+    }
+    try:
+        for xml in (*kept.values(), *removed.values()):
+            backend._conn.defineXML(xml)
+        running = backend._conn.createXML(
+            mark_domain(plain, f"{NAME_PREFIX}live-running-{tag}", "kvm", live_other), lv.VIR_DOMAIN_START_AUTODESTROY
+        )
+        swept = backend.sweep()
+        names = domain_names(backend)
+        assert set(kept) <= names
+        assert f"{NAME_PREFIX}live-running-{tag}" in names and running.isActive()
+        assert set(removed) & names == set()
+        assert set(removed) <= set(swept)
+        assert set(kept).isdisjoint(swept)
+    finally:
+        for name in (*kept, *removed, f"{NAME_PREFIX}live-running-{tag}"):
+            try:
+                domain = backend._conn.lookupByName(name)
+            except lv.libvirtError:
+                continue
+            persistent = domain.isPersistent()
+            if domain.isActive():
+                domain.destroy()
+            if persistent:
+                domain.undefine()
