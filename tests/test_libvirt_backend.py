@@ -407,10 +407,10 @@ def test_sweep_touches_only_marked_domains_of_dead_owners(backend: LibvirtBacken
     tag = uuid.uuid4().hex[:8]
     dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_child.wait()
-    dead = Owner(me.host, me.boot_id, dead_child.pid, "1", "dead" + tag[:4], time.time())
+    dead = Owner(me.host, me.boot_id, me.pid_ns, dead_child.pid, "1", "dead" + tag[:4], time.time())
     live_other = this_process(session="live" + tag[:4])
-    far_old = Owner("elsewhere", "", 1, "1", "far0" + tag[:4], time.time() - REMOTE_STALE_AFTER_S - 60)
-    far_new = Owner("elsewhere", "", 1, "1", "far1" + tag[:4], time.time())
+    far_old = Owner("elsewhere", "", "", 1, "1", "far0" + tag[:4], time.time() - REMOTE_STALE_AFTER_S - 60)
+    far_new = Owner("elsewhere", "", "", 1, "1", "far1" + tag[:4], time.time())
     plain = prepare_domain("<domain/>", "pc")
     kept = {
         f"pcie-safety-unmarked-{tag}": plain.replace("pcie-case", f"pcie-safety-unmarked-{tag}"),

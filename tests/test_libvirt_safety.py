@@ -75,6 +75,13 @@ def test_same_host_name_after_a_reboot_counts_as_another_host() -> None:
     assert not is_leftover(before_reboot, me, now=me.created)
 
 
+def test_another_pid_namespace_counts_as_another_host() -> None:
+    """A container sharing the kernel and the host name numbers its pids apart from ours."""
+    me = this_process()
+    contained = dataclasses.replace(me, pid_ns="pid:[1]", pid=dead_pid(), session="ctr00000")
+    assert not is_leftover(contained, me, now=me.created)
+
+
 def test_marker_round_trips_through_the_domain_xml() -> None:
     me = this_process()
     marked = mark_domain(DOMAIN, "pcie-test-abc-1", "qemu", me)

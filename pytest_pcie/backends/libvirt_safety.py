@@ -5,12 +5,12 @@ Users point the backend at hosts that hold their real VMs, and several runs may 
 only when it carries BOTH marks:
 
 * a name starting with :data:`NAME_PREFIX`, and
-* a ``<metadata>`` element in :data:`MARKER_NS` recording who created it: the client host (name and
-  kernel boot id), the pid and that process's start time, a random session token and the creation
-  time.
+* a ``<metadata>`` element in :data:`MARKER_NS` recording who created it: the client host (name,
+  kernel boot id and pid namespace), the pid and that process's start time, a random session token
+  and the creation time.
 
 A marked domain is a *leftover* only when its owner is certainly gone: on the same client host
-(same name and boot id) its pid is dead or now belongs to a process that started at another time;
+(same name, boot id and pid namespace) its pid is dead or now belongs to a process that started at another time;
 from any other host, whose processes we cannot see, only once it is older than
 :data:`REMOTE_STALE_AFTER_S`, far longer than any case runs.  Nothing here talks to libvirt: the
 backend does that, and this module stays a set of pure, testable decisions.
@@ -45,14 +45,20 @@ class Owner:
 
     host: str
     boot_id: str
+    pid_ns: str
     pid: int
     pid_start: str
     session: str
     created: float
 
     def same_host(self, other: Owner) -> bool:
-        """True when both processes run under the same kernel, so one can look at the other's pid."""
-        return self.host == other.host and self.boot_id == other.boot_id and bool(self.boot_id)
+        """True when one process can look the other's pid up: same host, same kernel boot, and the
+        same pid namespace (containers sharing a kernel and a host name still number pids apart)."""
+        return bool(self.boot_id) and (self.host, self.boot_id, self.pid_ns) == (
+            other.host,
+            other.boot_id,
+            other.pid_ns,
+        )
 
 
 def this_process(session: str | None = None) -> Owner:
@@ -61,6 +67,7 @@ def this_process(session: str | None = None) -> Owner:
     return Owner(
         host=socket.gethostname(),
         boot_id=_read_boot_id(),
+        pid_ns=_read_pid_namespace(),
         pid=pid,
         pid_start=process_start(pid) or "",
         session=session or secrets.token_hex(4),
@@ -171,6 +178,7 @@ def _owner_fields(owner: Owner) -> dict[str, str]:
     return {
         "host": owner.host,
         "boot-id": owner.boot_id,
+        "pid-ns": owner.pid_ns,
         "pid": str(owner.pid),
         "pid-start": owner.pid_start,
         "session": owner.session,
@@ -182,12 +190,16 @@ def _owner_from_element(element: etree._Element) -> Owner | None:
     if element.tag != f"{{{MARKER_NS}}}{MARKER_TAG}":
         return None
     values = {key: element.get(key) for key in ("host", "boot-id", "pid", "pid-start", "session", "created")}
+    # Markers written before pid namespaces were recorded lack "pid-ns"; they then never pass as
+    # same-host, so only the age rule can remove them.
+    values["pid-ns"] = element.get("pid-ns", "")
     if any(value is None for value in values.values()):
         return None
     try:
         return Owner(
             host=str(values["host"]),
             boot_id=str(values["boot-id"]),
+            pid_ns=str(values["pid-ns"]),
             pid=int(str(values["pid"])),
             pid_start=str(values["pid-start"]),
             session=str(values["session"]),
@@ -195,6 +207,13 @@ def _owner_from_element(element: etree._Element) -> Owner | None:
         )
     except ValueError:
         return None
+
+
+def _read_pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _read_boot_id() -> str:
