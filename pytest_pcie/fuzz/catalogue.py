@@ -1,0 +1,158 @@
+"""Every device kind the fuzzer can put in a domain, as a table.
+
+A row is the device's XML with placeholders, plus what the generator must know to keep examples
+runnable: whether a guest holding it can start on any host (no disk image, no vhost-vsock, no real
+PCI device), whether libvirt 9.0.0 can hotplug it, and whether offline detach can find it again.
+Adding a device model is one row.
+
+Placeholders: ``{address}`` (a PCI ``<address>`` or nothing), ``{n}`` (the device's ordinal in
+the example, unique), ``{mac}``, ``{vd}``/``{sd}``/``{hd}`` (unique disk targets), ``{host_bus}``
+(a host PCI bus that does not exist, so a hostdev never touches real hardware).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BOTH = frozenset({"pc", "q35"})
+Q35 = frozenset({"q35"})
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One device kind.
+
+    ``startable``: a guest holding it starts on any host, so it may appear in live examples.
+    ``hotplug``: libvirt can attach it to a running guest (others are still drawn now and then,
+    to compare the refusal).  ``detachable``: the rendered XML identifies exactly one device
+    (MAC, disk target, host address or name), so an offline detach of it is meaningful.
+    ``addressable``: it takes a PCI ``<address>`` of its own.
+    """
+
+    name: str
+    template: str
+    startable: bool = True
+    hotplug: bool = False
+    detachable: bool = False
+    addressable: bool = True
+    machines: frozenset[str] = field(default=BOTH)
+
+
+def _net(model: str | None) -> str:
+    model_xml = f"<model type='{model}'/>" if model else ""
+    return f"<interface type='user'><mac address='{{mac}}'/>{model_xml}{{address}}</interface>"
+
+
+def _vdisk(model: str | None) -> str:
+    model_attr = f" model='{model}'" if model else ""
+    return (
+        f"<disk type='file' device='disk'{model_attr}><driver name='qemu' type='raw'/>"
+        "<source file='/var/lib/pcie-fuzz/{vd}.img'/><target dev='{vd}' bus='virtio'/>{address}</disk>"
+    )
+
+
+def _virtio_rows(stem: str, template: str, *, startable: bool = True, hotplug: bool = False) -> list[Kind]:
+    """A virtio device in its three spellings: plain, transitional and non-transitional."""
+    return [
+        Kind(f"{stem}{suffix}", template.replace("{model}", model), startable=startable, hotplug=hotplug)
+        for suffix, model in (("", "virtio"), ("-transitional", "virtio-transitional"),
+                              ("-non-transitional", "virtio-non-transitional"))
+    ]  # fmt: skip
+
+
+def _controller(kind: str, model: str | None, *, hotplug: bool = False) -> Kind:
+    model_attr = f" model='{model}'" if model else ""
+    name = f"{kind}-{model}" if model else kind
+    return Kind(name, f"<controller type='{kind}'{model_attr}>{{address}}</controller>", hotplug=hotplug)
+
+
+NETWORK = [
+    Kind(f"net-{model or 'default'}", _net(model), hotplug=True, detachable=True)
+    for model in ("virtio", "virtio-transitional", "virtio-non-transitional", "e1000", "e1000e", "rtl8139", None)
+]
+
+DISKS = [
+    Kind(f"disk-{model or 'virtio'}", _vdisk(model), startable=False, hotplug=True, detachable=True)
+    for model in (None, "virtio-transitional", "virtio-non-transitional")
+] + [
+    # cdroms need no image, so these start anywhere; their PCI footprint is the controller.
+    Kind("cdrom-scsi", "<disk type='file' device='cdrom'><target dev='{sd}' bus='scsi'/></disk>",
+         detachable=True, addressable=False),
+    Kind("cdrom-sata", "<disk type='file' device='cdrom'><target dev='{sd}' bus='sata'/></disk>",
+         detachable=True, addressable=False),
+    Kind("cdrom-ide", "<disk type='file' device='cdrom'><target dev='{hd}' bus='ide'/></disk>",
+         detachable=True, addressable=False),
+]  # fmt: skip
+
+CONTROLLERS = [
+    *(_controller("scsi", model, hotplug=True) for model in (
+        "virtio-scsi", "virtio-transitional", "virtio-non-transitional", "lsilogic", "lsisas1068", "lsisas1078",
+        "vmpvscsi", "dc390", "am53c974", None)),
+    *(_controller("virtio-serial", model) for model in ("virtio", "virtio-transitional", "virtio-non-transitional")),
+    *(_controller("usb", model) for model in (
+        "qemu-xhci", "nec-xhci", "piix3-uhci", "piix4-uhci", "ehci", "ich9-ehci1", "ich9-uhci1", "pci-ohci")),
+    _controller("sata", None),
+]  # fmt: skip
+
+OTHERS = [
+    *_virtio_rows("fs-9p", "<filesystem type='mount' accessmode='passthrough' model='{model}'>"
+                  "<source dir='/tmp'/><target dir='fuzz{n}'/>{address}</filesystem>"),
+    Kind("fs-virtiofs", "<filesystem type='mount'><driver type='virtiofs'/><source dir='/tmp'/>"
+         "<target dir='fuzz{n}'/>{address}</filesystem>", startable=False),
+    *(Kind(f"sound-{model}", f"<sound model='{model}'>{{address}}</sound>")
+      for model in ("ich6", "ich9", "ac97", "es1370")),
+    *(Kind(f"video-{model}", f"<video><model type='{model}'/>{{address}}</video>")
+      for model in ("cirrus", "vga", "qxl", "virtio", "bochs", "vmvga")),
+    Kind("watchdog-i6300esb", "<watchdog model='i6300esb' action='reset'>{address}</watchdog>", hotplug=True),
+    Kind("shmem-ivshmem-plain", "<shmem name='pcie-fuzz-{n}'><model type='ivshmem-plain'/><size unit='M'>4</size>"
+         "{address}</shmem>", hotplug=True, detachable=True),
+    *_virtio_rows("rng", "<rng model='{model}'><backend model='random'>/dev/urandom</backend>{address}</rng>",
+                  hotplug=True),
+    *_virtio_rows("input-tablet", "<input type='tablet' bus='virtio' model='{model}'>{address}</input>", hotplug=True),
+    Kind("input-keyboard", "<input type='keyboard' bus='virtio'>{address}</input>", hotplug=True),
+    *_virtio_rows("vsock", "<vsock model='{model}'><cid auto='yes'/>{address}</vsock>", startable=False),
+    Kind("hostdev-absent", "<hostdev mode='subsystem' type='pci' managed='no'><source><address domain='0x0000' "
+         "bus='{host_bus}' slot='0x00' function='0x0'/></source>{address}</hostdev>",
+         startable=False, hotplug=True, detachable=True),
+    Kind("serial-pci", "<serial type='pty'><target type='pci-serial'><model name='pci-serial'/></target>"
+         "{address}</serial>"),
+    Kind("iommu-virtio", "<iommu model='virtio'>{address}</iommu>", machines=Q35),
+    *_virtio_rows("balloon", "<memballoon model='{model}'>{address}</memballoon>"),
+    Kind("balloon-none", "<memballoon model='none'/>", addressable=False),
+    Kind("usb-none", "<controller type='usb' model='none'/>", addressable=False),
+]  # fmt: skip
+
+# Every kind by name.  PCI controllers are not rows: they have models, indexes and targets of their
+# own (see :class:`pytest_pcie.fuzz.example.Device`).
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (*NETWORK, *DISKS, *CONTROLLERS, *OTHERS)}
+
+# The PCI controller models a user can write, and which of them take <target hotplug>.
+PCI_CONTROLLER_MODELS = (
+    "pci-bridge", "pcie-root-port", "pcie-switch-upstream-port", "pcie-switch-downstream-port",
+    "pcie-to-pci-bridge", "dmi-to-pci-bridge", "pci-expander-bus", "pcie-expander-bus",
+)  # fmt: skip
+HOTPLUG_TARGET_MODELS = frozenset({"pcie-root-port", "pcie-switch-downstream-port"})
+ROOT_MODELS = {"pc": "pci-root", "q35": "pcie-root"}
+
+
+def disk_target(prefix: str, n: int) -> str:
+    """A unique disk target for ordinal ``n``: vda..vdz, then vdaa, vdab, ..."""
+    letters = ""
+    n += 1
+    while n:
+        n, rest = divmod(n - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return prefix + letters
+
+
+def render(kind: Kind, n: int, address: str) -> str:
+    """The device XML of ``kind`` with ordinal ``n`` and ``address`` (already rendered, may be empty)."""
+    return kind.template.format(
+        address=address,
+        n=n,
+        mac=f"52:54:00:fa:{n // 256:02x}:{n % 256:02x}",
+        vd=disk_target("vd", n),
+        sd=disk_target("sd", n),
+        hd=disk_target("hd", n),
+        host_bus=f"0x{0x80 + n % 0x70:02x}",
+    )

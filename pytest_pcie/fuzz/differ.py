@@ -1,0 +1,172 @@
+"""Run one example on two backends and say whether, and how, they disagree.
+
+Both outcomes go through the project's one normaliser (:func:`pytest_pcie.normalise.normalise`) and
+are compared on the canonical text goldens are judged by (:func:`pytest_pcie.golden.canonical_text`),
+so "the fuzzer agrees" means exactly "a golden made by either backend would pass on the other".
+An exception other than a refusal (the reference's NotImplementedError, a broken connection) is a
+crash, counted apart from disagreements: it says the backend is unfinished or broken, not wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from lxml import etree
+
+from pytest_pcie.backends.base import Backend
+from pytest_pcie.cases import Case
+from pytest_pcie.fuzz.example import Example, as_case
+from pytest_pcie.golden import canonical_text, describe_changes, identify
+from pytest_pcie.normalise import DEVICES_TAG, FAILURE_TAG, normalise
+from pytest_pcie.outcome import Outcome
+
+
+class Verdict(Enum):
+    AGREED = "agreed"
+    DISAGREED = "disagreed"
+    REFERENCE_CRASH = "reference-crash"
+    LIBVIRT_CRASH = "libvirt-crash"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on one example, what disagreed in words, and a key to group alike disagreements.
+
+    ``kind`` is coarse (``topology``, ``failure ...``, ``crash ...``) and is what the shrinker
+    preserves; ``signature`` adds the masked wording, to write one case folder per distinct problem.
+    """
+
+    example: Example
+    verdict: Verdict
+    kind: str
+    lines: tuple[str, ...] = ()
+    reference_text: str | None = None
+    libvirt_text: str | None = None
+    libvirt_error: str | None = None
+
+    @property
+    def agreed(self) -> bool:
+        return self.verdict is Verdict.AGREED
+
+    @property
+    def signature(self) -> str:
+        return " | ".join([self.kind, *sorted({mask(line) for line in self.lines})])
+
+    def sentence(self, limit: int = 3) -> str:
+        """One sentence for a case description, e.g. ``reference puts interface #1 at 01:00.0, libvirt at 02:00.0``."""
+        shown = list(self.lines[:limit])
+        more = len(self.lines) - len(shown)
+        return "; ".join(shown) + (f"; and {more} more difference(s)" if more > 0 else "")
+
+
+def mask(text: str) -> str:
+    """``text`` with numbers replaced, so alike disagreements at different addresses group together."""
+    return re.sub(r"\b(0x)?[0-9a-f]+\b", "N", text)
+
+
+def compare(example: Example, reference: Backend, libvirt: Backend) -> Comparison:
+    """Run ``example`` on both backends and compare their normalised outcomes."""
+    case = as_case(example)
+    ref_outcome, ref_crash = _run(reference, case, example.machine)
+    lv_outcome, lv_crash = _run(libvirt, case, example.machine)
+    libvirt_error = lv_outcome.failure.message if lv_outcome is not None and lv_outcome.failure else None
+    if lv_crash is not None:
+        lines: tuple[str, ...] = (f"libvirt backend raised {lv_crash[1]}",)
+        return Comparison(example, Verdict.LIBVIRT_CRASH, f"crash {lv_crash[0]}", lines)
+    assert lv_outcome is not None
+    lv_doc = normalise(lv_outcome, example.machine)
+    lv_text = canonical_text(lv_doc)
+    if ref_crash is not None:
+        lines = (f"reference raised {ref_crash[1]}; libvirt {_libvirt_result(lv_outcome)}",)
+        kind = f"crash {ref_crash[0]}"
+        return Comparison(example, Verdict.REFERENCE_CRASH, kind, lines, None, lv_text, libvirt_error)
+    assert ref_outcome is not None
+    ref_doc = normalise(ref_outcome, example.machine)
+    ref_text = canonical_text(ref_doc)
+    if ref_text == lv_text:
+        return Comparison(example, Verdict.AGREED, "agreed", (), ref_text, lv_text, libvirt_error)
+    failure_lines = _failure_lines(ref_doc.find(FAILURE_TAG), lv_doc.find(FAILURE_TAG))
+    if failure_lines:
+        kind = f"failure reference={_failure_kind(ref_outcome)} libvirt={_failure_kind(lv_outcome)}"
+        lines = failure_lines
+    else:
+        kind = "topology"
+        lines = tuple(_device_lines(ref_doc.find(DEVICES_TAG), lv_doc.find(DEVICES_TAG))) or ("outcomes differ",)
+    return Comparison(example, Verdict.DISAGREED, kind, lines, ref_text, lv_text, libvirt_error)
+
+
+def _run(backend: Backend, case: Case, machine: str) -> tuple[Outcome | None, tuple[str, str] | None]:
+    """The backend's outcome, or the crash (exception type, one-line text) instead."""
+    try:
+        return backend.run(case, machine), None
+    except Exception as exc:  # a crash is a finding, not the fuzzer's failure
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return None, (type(exc).__name__, text)
+
+
+def _libvirt_result(outcome: Outcome) -> str:
+    if outcome.failure is None:
+        return "succeeded"
+    return f"refused {outcome.failure.label} with {outcome.failure.message!r}"
+
+
+def _failure_kind(outcome: Outcome) -> str:
+    if outcome.failure is None:
+        return "ok"
+    return f"step{outcome.failure.step}:{mask(outcome.failure.message)}"
+
+
+def _failure_lines(reference: etree._Element | None, libvirt: etree._Element | None) -> tuple[str, ...]:
+    """Words for a failure mismatch, or nothing when both failed (or both succeeded) alike."""
+
+    def said(failure: etree._Element | None) -> tuple[str, str, str] | None:
+        if failure is None:
+            return None
+        return failure.get("step", "?"), failure.get("label", "?"), failure.text or ""
+
+    ref, lv = said(reference), said(libvirt)
+    if ref == lv:
+        return ()
+    if ref is None and lv is not None:
+        return (f"libvirt refuses {lv[1]} with {lv[2]!r}, reference accepts it",)
+    if lv is None and ref is not None:
+        return (f"reference refuses {ref[1]} with {ref[2]!r}, libvirt accepts it",)
+    assert ref is not None and lv is not None
+    if ref[0] != lv[0]:
+        return (f"reference refuses {ref[1]} with {ref[2]!r}, libvirt refuses {lv[1]} with {lv[2]!r}",)
+    return (f"both refuse {lv[1]}, reference with {ref[2]!r}, libvirt with {lv[2]!r}",)
+
+
+def _device_lines(reference: etree._Element | None, libvirt: etree._Element | None) -> list[str]:
+    """Words for a topology mismatch, pairing devices the way golden explanations do."""
+    if reference is None or libvirt is None:
+        return []
+    ours = {device.key: device for device in identify(reference)}
+    theirs = {device.key: device for device in identify(libvirt)}
+    lines = []
+    for key, device in theirs.items():
+        if key not in ours:
+            lines.append(f"libvirt has {device.label}{_at(device.element)}, reference does not")
+            continue
+        mine = ours[key].element
+        if _address(mine) != _address(device.element):
+            lines.append(f"reference puts {device.label} at {_address(mine)}, libvirt at {_address(device.element)}")
+        elif canonical_text(mine) != canonical_text(device.element):
+            changes = ", ".join(describe_changes(device.element, mine))
+            lines.append(f"{device.label}: {changes} (expected = libvirt, got = reference)")
+    lines += [f"reference has {d.label}{_at(d.element)}, libvirt does not" for k, d in ours.items() if k not in theirs]
+    return lines
+
+
+def _address(device: etree._Element) -> str:
+    address = device.find("address")
+    if address is None:
+        return "no address"
+    text = "{}:{}.{}".format(*(address.get(name, "?").removeprefix("0x") for name in ("bus", "slot", "function")))
+    return text + (f" multifunction={address.get('multifunction')}" if address.get("multifunction") else "")
+
+
+def _at(device: etree._Element) -> str:
+    return f" at {_address(device)}" if device.find("address") is not None else ""

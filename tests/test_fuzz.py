@@ -1,0 +1,254 @@
+"""The differential fuzzer on fake backends: generator, differ, shrinker, writer and CLI.
+
+The fakes share one toy assigner (every un-addressed device gets the next bus); one of them carries
+a PLANTED bug, so each test knows exactly which disagreement must be found and how small it must
+shrink.  Real backends are exercised by tests/test_differential.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from lxml import etree
+
+from pytest_pcie.backends.base import BackendUnavailable
+from pytest_pcie.cases import Action, Case, Operation, load_case
+from pytest_pcie.domain import prepare_domain
+from pytest_pcie.fuzz import cli
+from pytest_pcie.fuzz.catalogue import KINDS
+from pytest_pcie.fuzz.differ import Verdict, compare
+from pytest_pcie.fuzz.example import PCI_CONTROLLER, Address, Device, Example, Step, as_case
+from pytest_pcie.fuzz.runner import PassOptions, run_pass, summary_table
+from pytest_pcie.fuzz.shrink import shrink
+from pytest_pcie.fuzz.strategies import examples
+from pytest_pcie.fuzz.writer import write_disagreement
+from pytest_pcie.golden import canonical_text
+from pytest_pcie.normalise import normalise
+from pytest_pcie.outcome import Failure, Outcome
+
+Capture = pytest.CaptureFixture[str]
+
+# --- fake backends ---------------------------------------------------------------------------------
+
+
+def _nic_models(domain: etree._Element) -> list[str]:
+    return [str(nic.xpath("string(model/@type)")) for nic in
+            domain.iterfind("devices/interface")]  # fmt: skip
+
+
+def planted_bug(domain: etree._Element) -> bool:
+    """The bug only one fake has: q35, an e1000 and more than two virtio NICs."""
+    models = _nic_models(domain)
+    machine = domain.find("os/type").get("machine")  # type: ignore[union-attr]
+    return machine == "q35" and "e1000" in models and models.count("virtio") > 2
+
+
+class FakeBackend:
+    """Gives every device without an address the next free bus, slot 0; refuses duplicate MACs."""
+
+    def __init__(self, name: str, buggy: bool = False, crash: bool = False) -> None:
+        self.name = name
+        self.buggy = buggy
+        self.crash = crash
+        self.runs = 0
+
+    def header(self) -> str:
+        return f"pcie backend: fake {self.name}"
+
+    def run(self, case: Case, machine: str) -> Outcome:
+        self.runs += 1
+        if self.crash:
+            raise NotImplementedError("the fake's define is not written yet")
+        prepared = prepare_domain(case.input_xml, machine)
+        domain = etree.fromstring(prepared.encode(), etree.XMLParser(remove_blank_text=True))
+        devices = domain.find("devices")
+        assert devices is not None
+        self._assign(domain)
+        for number, step in enumerate(case.steps, start=1):
+            device = etree.fromstring(step.device_xml.encode())
+            if step.action is Action.ATTACH:
+                devices.append(device)
+            else:
+                match = devices.find(device.tag)
+                if match is None:
+                    return Outcome(_text(domain), Failure(number, step.label, "XML error: no such device"))
+                devices.remove(match)
+            self._assign(domain)
+        return Outcome(_text(domain))
+
+    def _assign(self, domain: etree._Element) -> None:
+        used = {int(a.get("bus", "0"), 16) for a in domain.iterfind("devices/*/address")}
+        for device in domain.find("devices"):  # type: ignore[union-attr]
+            if device.find("address") is None and device.get("model") != "none":
+                bus = next(number for number in range(1, 256) if number not in used)
+                used.add(bus)
+                etree.SubElement(device, "address", type="pci", domain="0x0000", bus=f"0x{bus:02x}", slot="0x00",
+                                 function="0x0")  # fmt: skip
+        if self.buggy and planted_bug(domain):
+            first = domain.find("devices/interface/address")
+            assert first is not None
+            first.set("bus", f"0x{int(first.get('bus', '0'), 16) + 0x40:02x}")
+
+    def close(self) -> None:
+        pass
+
+
+def _text(domain: etree._Element) -> str:
+    return etree.tostring(domain, encoding="unicode")
+
+
+def nic(model: str, n: int) -> Device:
+    return Device(f"net-{model}", n)
+
+
+def planted_example() -> Example:
+    """A q35 define that triggers the planted bug, buried among devices that have nothing to do with it."""
+    devices = (
+        Device("sound-ich6", 0), nic("virtio", 1), Device("usb-none", 2), nic("rtl8139", 3), nic("virtio", 4),
+        Device("rng", 5), nic("e1000", 6), Device(PCI_CONTROLLER, 7, model="pcie-root-port", index=3),
+        nic("virtio", 8), Device("watchdog-i6300esb", 9, Address(0, 0, 5, 0)), nic("virtio", 10),
+        Device("balloon-none", 11),
+    )  # fmt: skip
+    return Example("q35", Operation.DEFINE, devices)
+
+
+# --- shrinker and writer ---------------------------------------------------------------------------
+
+
+def test_planted_disagreement_shrinks_to_a_minimal_case_folder_that_fails_the_same_way(tmp_path: Path) -> None:
+    truth, buggy = FakeBackend("libvirt"), FakeBackend("reference", buggy=True)
+    found = compare(planted_example(), buggy, truth)
+    assert found.verdict is Verdict.DISAGREED and found.kind == "topology"
+
+    small = shrink(found.example, lambda candidate: compare(candidate, buggy, truth).kind == found.kind)
+    assert sorted(device.kind for device in small.devices) == ["net-e1000", "net-virtio", "net-virtio", "net-virtio"]
+
+    folder = write_disagreement(compare(small, buggy, truth), tmp_path / "found", seed=7)
+    case = load_case(folder, tmp_path / "found")
+    assert case.machines == ("q35",) and case.operation is Operation.DEFINE
+    assert "reference puts interface #" in case.description and "pcie-fuzz --seed 7" in case.description
+    texts = {canonical_text(normalise(backend.run(case, "q35"), "q35")) for backend in (buggy, truth)}
+    assert len(texts) == 2, "the written case must still disagree when re-run"
+
+
+def test_shrinking_keeps_the_detach_step_with_the_device_it_detaches() -> None:
+    kept = Device("net-e1000", 0)
+    example = Example("pc", Operation.ATTACH_OFFLINE, (Device("sound-ac97", 1), kept),
+                      (Step(Action.ATTACH, nic("virtio", 2)), Step(Action.DETACH, kept)))  # fmt: skip
+
+    def needs_detach(candidate: Example) -> bool:
+        return any(step.action is Action.DETACH for step in candidate.steps)
+
+    small = shrink(example, needs_detach)
+    assert small.devices == (kept,) and [step.action for step in small.steps] == [Action.DETACH]
+
+
+def test_a_reference_crash_is_its_own_kind_not_a_disagreement() -> None:
+    found = compare(planted_example(), FakeBackend("reference", crash=True), FakeBackend("libvirt"))
+    assert found.verdict is Verdict.REFERENCE_CRASH
+    assert found.kind == "crash NotImplementedError"
+    assert "libvirt succeeded" in found.lines[0]
+
+
+def test_a_pass_finds_the_planted_bug_and_writes_one_folder_for_it(tmp_path: Path) -> None:
+    buggy, truth = FakeBackend("reference", buggy=True), FakeBackend("libvirt")
+    options = PassOptions(examples=300, seed=3, out=tmp_path, machines=("q35",), operations=(Operation.DEFINE,))
+    result = run_pass(buggy, truth, options)
+    total = result.total
+    assert total.examples == 300 and 0 < total.disagreed < 300 and total.crashed == 0
+    assert len(result.written) == 1
+    (folder,) = result.written.values()
+    case = load_case(folder, tmp_path)
+    root = etree.fromstring(case.input_xml.encode())
+    assert sorted(_nic_models(root)) == ["e1000", "virtio", "virtio", "virtio"]
+    assert "define" in summary_table(result) and "q35" in summary_table(result)
+
+
+# --- generator ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(examples())
+def test_generated_examples_are_case_folders_prepare_domain_accepts(example: Example) -> None:
+    case = as_case(example)
+    for machine in case.machines:
+        prepared = etree.fromstring(prepare_domain(case.input_xml, machine).encode())
+        assert prepared.find("os/type").get("machine") == machine  # type: ignore[union-attr]
+    for step in case.steps:
+        etree.fromstring(step.device_xml.encode())
+    if example.operation.live:
+        drawn = [*example.devices, *(step.device for step in example.steps)]
+        assert all(device.kind == PCI_CONTROLLER or KINDS[device.kind].startable for device in drawn)
+        assert all(step.action is Action.ATTACH for step in example.steps)
+    if example.operation is Operation.DEFINE:
+        assert not example.steps
+    holding = [device for device in example.devices]
+    for drawn_step in example.steps:
+        if drawn_step.action is Action.DETACH:
+            assert any(held is drawn_step.device for held in holding), "a detach must name a device present"
+            holding = [held for held in holding if held is not drawn_step.device]
+        else:
+            holding.append(drawn_step.device)
+    macs = [device.xml() for device in example.devices if device.kind.startswith("net-")]
+    assert len(set(macs)) == len(macs)
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def _factories(reference: FakeBackend, libvirt: FakeBackend) -> dict[str, cli.BackendFactory]:
+    return {"reference_factory": lambda _uri: reference, "libvirt_factory": lambda _uri: libvirt}
+
+
+def test_cli_exits_0_and_prints_seed_first_and_table_when_all_agree(tmp_path: Path, capsys: Capture) -> None:
+    code = cli.main(["--examples", "20", "--seed", "11", "--out", str(tmp_path / "out")],
+                    **_factories(FakeBackend("reference"), FakeBackend("libvirt")))  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0] == "pcie-fuzz seed 11 (replay with --seed 11)"
+    assert "operation" in out and "rate" in out and "100.0%" in out
+    assert "all" in out.splitlines()[-3] and " 20 " in out.splitlines()[-3]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_exits_1_and_writes_folders_when_backends_disagree(tmp_path: Path, capsys: Capture) -> None:
+    out_dir = tmp_path / "out"
+    argv = ["--examples", "300", "--seed", "3", "--out", str(out_dir), "--machine", "q35", "--operation", "define"]
+    code = cli.main(argv,
+                    **_factories(FakeBackend("reference", buggy=True), FakeBackend("libvirt")))  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1
+    assert len(list(out_dir.iterdir())) == 1 and "case folder(s) written" in out
+    table = [line for line in out.splitlines() if line.startswith("define")]
+    assert len(table) == 1 and "q35" in table[0] and "pc" not in table[0].split()
+
+
+def test_cli_counts_reference_crashes_apart(tmp_path: Path, capsys: Capture) -> None:
+    code = cli.main(["--examples", "5", "--seed", "1", "--out", str(tmp_path), "--max-written", "1"],
+                    **_factories(FakeBackend("reference", crash=True), FakeBackend("libvirt")))  # fmt: skip
+    out = capsys.readouterr().out
+    total = out.splitlines()[[line.startswith("all") for line in out.splitlines()].index(True)].split()
+    assert code == 1 and total[1:6] == ["5", "0", "0", "5", "0.0%"]
+
+
+BAD_USAGE = [["--examples", "0", "--out", "x"], ["--out", "x", "--machine", "virt"], ["--examples", "3"]]
+
+
+@pytest.mark.parametrize("argv", BAD_USAGE)
+def test_cli_exits_2_on_bad_usage(argv: list[str], capsys: Capture) -> None:
+    assert cli.main(argv, **_factories(FakeBackend("reference"), FakeBackend("libvirt"))) == 2
+    assert "usage: pcie-fuzz" in capsys.readouterr().err
+
+
+def test_cli_exits_2_with_one_line_when_libvirt_is_unavailable(tmp_path: Path, capsys: Capture) -> None:
+    def unavailable(uri: str) -> FakeBackend:
+        raise BackendUnavailable(f"libvirtd is not reachable at {uri}: no socket")
+
+    code = cli.main(["--out", str(tmp_path), "--libvirt-uri", "qemu:///nowhere"],
+                    reference_factory=lambda _uri: FakeBackend("reference"), libvirt_factory=unavailable)  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 2
+    assert lines[1] == "pcie-fuzz: error: libvirtd is not reachable at qemu:///nowhere: no socket"
+    assert len(lines) == 2
