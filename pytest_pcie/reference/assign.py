@@ -56,6 +56,9 @@ def assign_addresses(domain: Domain) -> None:
     _fixed_chipset_slots(domain, addresses)
     _assign_classes(domain, addresses)
     set_multifunction(domain)
+    for device in domain.all_devices():
+        if device.address_type == "pci" and device.address is not None:
+            write_pci_address(device)  # partial user addresses are stored in full
     fill_controller_defaults(domain)
 
 

@@ -150,13 +150,8 @@ def _write(controller: Device, options: Options) -> None:
             element.insert(0, target)
 
 
-def validate_controllers(domain: Domain) -> None:
-    """libvirt's qemuValidateDomainDeviceDefControllerPCI for every PCI controller."""
-    for controller in domain.pci_controllers():
-        _validate(controller)
-
-
-def _validate(controller: Device) -> None:
+def validate_controller(controller: Device) -> None:
+    """libvirt's qemuValidateDomainDeviceDefControllerPCI for one PCI controller."""
     row = CONTROLLER_MODELS[controller.model]
     options = Options.read(controller)
     name = options.model_name or "none"

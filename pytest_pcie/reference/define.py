@@ -5,7 +5,6 @@ from __future__ import annotations
 from lxml import etree
 
 from pytest_pcie.reference.assign import assign_addresses
-from pytest_pcie.reference.controllers import validate_controllers
 from pytest_pcie.reference.defaults import add_defaults
 from pytest_pcie.reference.parse import Domain, load_domain
 from pytest_pcie.reference.tables import FORMAT_ORDER
@@ -21,7 +20,6 @@ def define_domain(domain: Domain) -> Domain:
     """Run libvirt's post-parse (defaults, addresses) and validation on a parsed domain."""
     add_defaults(domain)
     assign_addresses(domain)
-    validate_controllers(domain)
     validate_domain(domain)
     return domain
 

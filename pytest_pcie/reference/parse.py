@@ -36,6 +36,9 @@ DEFAULT_MODELS: dict[str, str] = {
     "controller:scsi": "lsilogic",
 }
 
+# <serial><target type> -> the <model name> libvirt writes inside the target.
+SERIAL_MODEL_NAMES: dict[str, str] = {"pci-serial": "pci-serial", "usb-serial": "usb-serial"}
+
 # Disk target name prefix -> bus, when <target bus> is absent (virDomainDiskDefParseXML).
 DISK_PREFIX_BUS: tuple[tuple[str, str], ...] = (("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"), ("xvd", "xen"))
 
@@ -109,7 +112,15 @@ def load_domain(text: str) -> Domain:
             else:
                 domain.devices.append(device)
     _primary_video_first(domain)
+    _check_usb_none(domain)
     return domain
+
+
+def _check_usb_none(domain: Domain) -> None:
+    """``model='none'`` disables USB: any other USB controller next to it is refused at parse time."""
+    usb = [device for device in domain.controllers if device.ctype == "usb"]
+    if any(device.model == "none" for device in usb) and len(usb) > 1:
+        raise LibvirtError("Can't add another USB controller: USB is disabled for this domain")
 
 
 def read_device(element: Element) -> Device:
@@ -242,7 +253,7 @@ def _filesystem_model(device: Device) -> str:
 
 def _hostdev_model(device: Device) -> str:
     element = device.element
-    if (element.get("mode") or "subsys") != "subsys":
+    if (element.get("mode") or "subsystem") != "subsystem":
         return "none"
     subsys = element.get("type") or ""
     if subsys == "mdev":
@@ -265,7 +276,10 @@ def _input_model(device: Device) -> str:
 
 def _serial_model(device: Device) -> str:
     target = device.element.find("target")
-    return (target.get("type") if target is not None else None) or "isa-serial"
+    kind = (target.get("type") if target is not None else None) or "isa-serial"
+    if target is not None and kind in SERIAL_MODEL_NAMES and target.find("model") is None:
+        etree.SubElement(target, "model").set("name", SERIAL_MODEL_NAMES[kind])
+    return kind
 
 
 def _chr_model(device: Device) -> str:

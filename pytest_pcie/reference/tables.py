@@ -210,6 +210,7 @@ DEVICE_LINKS: dict[tuple[str, str], Link] = {
     **{("vsock", model): link for model, link in _VIRTIO_FAMILY.items()},
     ("vsock", "*"): Link.VIRTIO,
     **{("input", model): link for model, link in _VIRTIO_FAMILY.items()},
+    ("input", "none"): Link.NONE,
     ("input", "*"): Link.VIRTIO,
     ("sound", "ich6"): Link.PCI,
     ("sound", "ich9"): Link.PCI,

@@ -1,10 +1,60 @@
-"""Domain-level checks libvirt makes after address assignment (qemu_validate.c) that concern PCI."""
+"""Checks libvirt makes after address assignment (qemu_validate.c) that a PCI case can trip.
+
+Domain-level checks come first (the machine must exist), then each device in libvirt's iteration
+order, so the first message libvirt would print is the one raised.  Device rules are rows of
+(kind, test, message) so a newly found rejection is one more row.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytest_pcie.reference.assign import iterate_devices
+from pytest_pcie.reference.controllers import validate_controller
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.machine import unsupported_message
+from pytest_pcie.reference.machine import Chipset, unsupported_message
+from pytest_pcie.reference.model import Device
 from pytest_pcie.reference.parse import Domain
+
+# Video models that may also be secondary (non-primary) video devices.
+SECONDARY_VIDEO_MODELS = frozenset({"qxl", "virtio"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rejection: devices of ``kind`` for which ``refused(device, domain, position)`` holds get ``message``."""
+
+    kind: str
+    refused: Callable[[Device, Domain, int], bool]
+    message: Callable[[Device], str]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "video",
+        lambda device, domain, position: position > 0 and device.model not in SECONDARY_VIDEO_MODELS,
+        lambda device: f"unsupported configuration: video type '{device.model}' is only valid as primary video device",
+    ),
+    Rule(
+        "input",
+        lambda device, domain, position: device.model in ("virtio-transitional", "virtio-non-transitional"),
+        lambda device: "unsupported configuration: virtio (non-)transitional models are not supported for input "
+        f"type={device.element.get('type')}",
+    ),
+    Rule(
+        "iommu",
+        lambda device, domain, position: device.model in ("virtio", "intel") and domain.chipset is not Chipset.Q35,
+        lambda device: f"unsupported configuration: IOMMU device: '{device.model}' is only supported with Q35 "
+        "and ARM Virt machines" if device.model == "virtio" else
+        f"unsupported configuration: IOMMU device: '{device.model}' is only supported with Q35 machines",
+    ),
+    Rule(
+        "iommu",
+        lambda device, domain, position: device.model == "virtio" and not domain.acpi,
+        lambda device: "unsupported configuration: IOMMU device: 'virtio' requires ACPI",
+    ),
+)
 
 
 def validate_domain(domain: Domain) -> None:
@@ -12,9 +62,21 @@ def validate_domain(domain: Domain) -> None:
     message = unsupported_message(domain.machine)
     if message is not None:
         raise LibvirtError(message)
-    for device in domain.devices:
-        if device.kind == "iommu" and device.model == "virtio" and not domain.acpi:
-            raise LibvirtError("unsupported configuration: IOMMU device: 'virtio' requires ACPI")
     balloons = [device for device in domain.devices if device.kind == "memballoon"]
     if len(balloons) > 1:
         raise LibvirtError("internal error: only a single memory balloon device is supported")
+    positions: dict[str, int] = {}
+    for device in iterate_devices(domain):
+        position = positions.get(device.kind, 0)
+        positions[device.kind] = position + 1
+        validate_device(device, domain, position)
+
+
+def validate_device(device: Device, domain: Domain, position: int) -> None:
+    """The validation of one device; ``position`` is its place among devices of its kind."""
+    if device.is_pci_controller:
+        validate_controller(device)
+        return
+    for rule in RULES:
+        if rule.kind == device.kind and rule.refused(device, domain, position):
+            raise LibvirtError(rule.message(device))
