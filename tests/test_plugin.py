@@ -14,7 +14,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = '''
+CONFTEST = """
 from pathlib import Path
 
 from pytest_pcie.backends import BackendUnavailable, register_backend
@@ -55,7 +55,7 @@ def broken(settings):
 
 register_backend("fake", lambda settings: FakeBackend())
 register_backend("broken", broken)
-'''
+"""
 
 
 def domain(nic_bus: int = 1, extra_port: bool = True) -> str:
@@ -305,7 +305,8 @@ def test_a_mismatch_is_explained_per_device_with_trees(project: Project) -> None
             "actual topology:",
             "*(devices on buses that do not exist)",
             "*02:00.0 interface user virtio",
-            "if real libvirt agrees with the actual result: pytest --pcie-backend=libvirt --pcie-update-goldens cases/q35/a",
+            "if real libvirt agrees with the actual result: pytest --pcie-backend=libvirt"
+            " --pcie-update-goldens cases/q35/a",
         ]
     )
     output = result.stdout.str()
@@ -527,7 +528,9 @@ def test_an_unavailable_backend_stops_an_xdist_run(project: Project) -> None:
 def test_an_unknown_backend_name_lists_the_known_ones(project: Project) -> None:
     project.case("q35/a")
     result = project.pytester.runpytest(*QUIET, "--pcie-backend=nope")
-    result.stderr.fnmatch_lines(["ERROR: pcie backend 'nope' is unavailable: unknown pcie backend 'nope'; choose*fake*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: pcie backend 'nope' is unavailable: unknown pcie backend 'nope'; choose*fake*"]
+    )
 
 
 @pytest.mark.parametrize("marker", [None, "fake-crash", "fake-interrupt"])
