@@ -161,11 +161,24 @@ def identify(devices: etree._Element) -> list[Device]:
 
 
 def describe_changes(expected: etree._Element, actual: etree._Element) -> list[str]:
-    """The differences between two paired devices, one phrase each."""
+    """The differences between two paired devices, one phrase each.
+
+    Attribute and text edits are phrased from xmldiff's actions.  Added, removed or moved elements
+    are phrased by showing the affected child element of the device on both sides, because
+    xmldiff's node edits (insert here, delete there) read like noise to a person.
+    """
     if canonical_text(expected) == canonical_text(actual):
         return []
     left, right = _standalone(expected), _standalone(actual)
-    phrases = [_phrase(action, left, right) for action in xmldiff_main.diff_trees(left, right)]
+    phrases: list[str] = []
+    children: list[str] = []
+    for action in xmldiff_main.diff_trees(left, right):
+        child = _touched_child(action)
+        if child is not None:
+            children += [child] if child not in children else []
+        else:
+            phrases += [_phrase(action, left)]
+    phrases += [_child_phrase(tag, left, right) for tag in children]
     return [phrase for phrase in phrases if phrase] or ["differs"]
 
 
@@ -173,7 +186,7 @@ def _standalone(element: etree._Element) -> etree._Element:
     return etree.fromstring(etree.tostring(element), _PARSER)
 
 
-def _phrase(action: object, left: etree._Element, right: etree._Element) -> str:
+def _phrase(action: object, left: etree._Element) -> str:
     if isinstance(action, xmldiff_actions.UpdateAttrib):
         old = _attribute(left, action.node, action.name)
         return f"{_where(action.node)}{action.name} {old} expected, got {action.value}"
@@ -182,13 +195,34 @@ def _phrase(action: object, left: etree._Element, right: etree._Element) -> str:
     if isinstance(action, xmldiff_actions.DeleteAttrib):
         old = _attribute(left, action.node, action.name)
         return f"{_where(action.node)}{action.name}={old!r} missing"
-    if isinstance(action, xmldiff_actions.InsertNode):
-        return f"<{action.tag}> unexpected"
-    if isinstance(action, xmldiff_actions.DeleteNode):
-        return f"<{_tag_of(action.node)}> missing"
     if isinstance(action, xmldiff_actions.UpdateTextIn):
         return f"{_where(action.node)}text {_text(left, action.node)!r} expected, got {action.text!r}"
-    return ""  # moves and renames follow from the phrases above; alone they would mislead
+    return ""
+
+
+def _touched_child(action: object) -> str | None:
+    """For an element-level edit, the tag of the device's direct child it happens in."""
+    if isinstance(action, xmldiff_actions.InsertNode):
+        return _top_tag(action.target) or action.tag
+    if isinstance(action, xmldiff_actions.DeleteNode | xmldiff_actions.MoveNode | xmldiff_actions.RenameNode):
+        return _top_tag(action.node)
+    return None
+
+
+def _top_tag(node_path: str) -> str | None:
+    """``/controller/target[1]/node[1]`` → ``target``; the device itself → None."""
+    parts = node_path.strip("/").split("/")
+    return parts[1].split("[", 1)[0] if len(parts) > 1 else None
+
+
+def _child_phrase(tag: str, left: etree._Element, right: etree._Element) -> str:
+    want = " ".join(etree.tostring(child, encoding="unicode") for child in left.iterchildren(tag))
+    got = " ".join(etree.tostring(child, encoding="unicode") for child in right.iterchildren(tag))
+    if not want:
+        return f"{got} unexpected"
+    if not got:
+        return f"{want} missing"
+    return f"{want} expected, got {got}"
 
 
 def _where(node_path: str) -> str:

@@ -99,7 +99,8 @@ NUMBER_FORMAT: dict[str, Callable[[int], str]] = {
     "chassisNr": str,
     "busNr": str,
 }
-ADDRESS_ATTRIBUTES = ("domain", "bus", "slot", "function", "multifunction")
+# libvirt reads an omitted address part as 0 and always writes all four back.
+ADDRESS_DEFAULTS = {"domain": "0", "bus": "0", "slot": "0", "function": "0"}
 
 
 def normalise(outcome: Outcome, machine: str) -> etree._Element:
@@ -164,7 +165,9 @@ def _normalised_device(device: etree._Element) -> etree._Element:
     if address is not None:
         normalised = etree.SubElement(copy, "address")
         normalised.set("type", "pci")
-        _copy_attributes(address, normalised, ADDRESS_ATTRIBUTES)
+        for name, default in ADDRESS_DEFAULTS.items():
+            normalised.set(name, _format_value(name, address.get(name, default)))
+        _copy_attributes(address, normalised, ("multifunction",))
     return copy
 
 
