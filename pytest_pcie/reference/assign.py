@@ -53,7 +53,7 @@ def assign_addresses(domain: Domain) -> None:
     if buses > 0:
         buses = _plan(domain, buses, max_index)
     addresses = build_set(domain, buses, dry_run=False)
-    _fixed_chipset_slots(domain, addresses)
+    fixed_chipset_slots(domain, addresses)
     _assign_classes(domain, addresses)
     set_multifunction(domain)
     for device in domain.all_devices():
@@ -65,7 +65,7 @@ def assign_addresses(domain: Domain) -> None:
 def _plan(domain: Domain, buses: int, max_index: int) -> int:
     """Pass 1: grow a dry-run table and add a controller for every bus it had to add."""
     addresses = build_set(domain, buses, dry_run=True)
-    _fixed_chipset_slots(domain, addresses)
+    fixed_chipset_slots(domain, addresses)
     if domain.has_pci_root and not all(bus.fully_reserved() for bus in addresses.buses):
         addresses.reserve_next(PCI_FLAGS)  # placeholder: keep one slot for a future bridge
     _assign_classes(domain, addresses)
@@ -150,7 +150,7 @@ def _is_piix3_integrated(device: Device) -> bool:
 # -- chipset-fixed placements ------------------------------------------------------------------
 
 
-def _fixed_chipset_slots(domain: Domain, addresses: AddressSet) -> None:
+def fixed_chipset_slots(domain: Domain, addresses: AddressSet) -> None:
     if domain.chipset is Chipset.I440FX:
         _fixed_piix3(domain, addresses)
     elif domain.chipset is Chipset.Q35:

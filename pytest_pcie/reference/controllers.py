@@ -155,7 +155,7 @@ def validate_controller(controller: Device) -> None:
     row = CONTROLLER_MODELS[controller.model]
     options = Options.read(controller)
     name = options.model_name or "none"
-    index = controller.index
+    index = -1 if controller.index is None else controller.index
 
     def missing(option: str) -> LibvirtError:
         return LibvirtError(

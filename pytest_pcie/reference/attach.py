@@ -1,0 +1,375 @@
+"""Attaching and detaching one device: ``attach-device --config``/``--live`` and ``detach-device --config``.
+
+Offline (``--config``) libvirt inserts the device into a copy of the persistent definition and
+re-runs the *whole* post-parse on it (qemuDomainAttachDeviceConfig → virDomainDefPostParse), so
+both assignment passes run again and controllers are auto-added by the define-time rules; whole
+domain validation does not run again, only the new device's own.  Detach likewise removes the
+matching device and re-runs post-parse; nothing libvirt added earlier is taken away.
+
+Live, libvirt uses the address set it kept when the guest started (pass 2's table: explicit
+addresses plus the chipset's fixed ones, no placeholder, no spare): it never grows, so no
+controller is ever added, and the device must land in a hotpluggable slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytest_pcie.reference.addresses import AddressSet
+from pytest_pcie.reference.assign import assign_addresses, build_set, fixed_chipset_slots
+from pytest_pcie.reference.defaults import add_defaults
+from pytest_pcie.reference.define import format_domain
+from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, fill_flags
+from pytest_pcie.reference.machine import Chipset
+from pytest_pcie.reference.model import Device, insert_device, parse_xml, write_pci_address
+from pytest_pcie.reference.parse import Domain, insert_controller, load_domain, read_device
+from pytest_pcie.reference.tables import Connect
+from pytest_pcie.reference.validate import validate_device
+
+# Device elements libvirt can parse as a device for attach/detach (virDomainDeviceType names).
+DEVICE_TAGS = frozenset(
+    {
+        "disk", "controller", "lease", "filesystem", "interface", "input", "sound", "video", "hostdev",
+        "watchdog", "graphics", "hub", "redirdev", "smartcard", "channel", "console", "serial", "parallel",
+        "memballoon", "nvram", "rng", "shmem", "tpm", "panic", "memory", "iommu", "vsock", "audio",
+    }
+)
+# Kinds libvirt cannot add to a persistent definition, and cannot hotplug.
+NO_PERSISTENT_ATTACH = frozenset(
+    {"video", "graphics", "hub", "smartcard", "memballoon", "nvram", "tpm", "panic", "iommu", "audio"}
+)
+NO_LIVE_ATTACH = frozenset(
+    {"sound", "video", "graphics", "hub", "smartcard", "memballoon", "nvram", "tpm", "panic", "iommu", "audio"}
+)
+NO_PERSISTENT_DETACH = NO_PERSISTENT_ATTACH
+# <chr> devices share one libvirt device type.
+DEVICE_TYPE_NAMES: dict[str, str] = {"channel": "chr", "console": "chr", "serial": "chr", "parallel": "chr",
+                                     "interface": "net", "filesystem": "fs"}
+
+
+def attach(domain_xml: str, device_xml: str, *, live: bool) -> str:
+    """See :func:`pytest_pcie.reference.attach`."""
+    domain = load_domain(domain_xml)
+    device = parse_device(device_xml)
+    validate_device(device, domain, 0)
+    if live:
+        attach_live(domain, device)
+    else:
+        attach_config(domain, device)
+    return format_domain(domain)
+
+
+def detach(domain_xml: str, device_xml: str) -> str:
+    """See :func:`pytest_pcie.reference.detach`."""
+    domain = load_domain(domain_xml)
+    wanted = parse_device(device_xml)
+    if wanted.kind in NO_PERSISTENT_DETACH:
+        raise LibvirtError(
+            f"Operation not supported: persistent detach of device '{_type_name(wanted.kind)}' is not supported"
+        )
+    found = find_match(domain, wanted)
+    _remove(domain, found)
+    add_defaults(domain)
+    assign_addresses(domain)
+    return format_domain(domain)
+
+
+def parse_device(device_xml: str) -> Device:
+    """One device element as libvirt's device parser reads it (post-parse defaults applied)."""
+    element = parse_xml(device_xml, "device XML")
+    if element.tag not in DEVICE_TAGS:
+        raise LibvirtError(f"XML error: unknown device type '{element.tag}'")
+    return read_device(element)
+
+
+# -- offline ------------------------------------------------------------------------------------
+
+
+def attach_config(domain: Domain, device: Device) -> None:
+    """Insert ``device`` into the persistent definition and re-run post-parse (both passes)."""
+    if device.kind in NO_PERSISTENT_ATTACH:
+        raise LibvirtError(
+            f"Operation not supported: persistent attach of device '{_type_name(device.kind)}' is not supported"
+        )
+    check = CONFIG_CHECKS.get(device.kind)
+    if check is not None:
+        check(domain, device)
+    insert(domain, device)
+    add_defaults(domain)
+    assign_addresses(domain)
+
+
+def _check_disk(domain: Domain, device: Device) -> None:
+    target = device.extra.get("dev")
+    if any(other.kind == "disk" and other.extra.get("dev") == target for other in domain.devices):
+        raise LibvirtError(f"Requested operation is not valid: target {target} already exists")
+
+
+def _check_controller(domain: Domain, device: Device) -> None:
+    if device.index is not None and domain.controller(device.ctype or "", device.index) is not None:
+        raise LibvirtError(f"Requested operation is not valid: controller index='{device.index}' already exists")
+
+
+def _check_single(message: str) -> Callable[[Domain, Device], None]:
+    def check(domain: Domain, device: Device) -> None:
+        if any(other.kind == device.kind for other in domain.devices):
+            raise LibvirtError(message)
+
+    return check
+
+
+CONFIG_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
+    "disk": _check_disk,
+    "controller": _check_controller,
+    "watchdog": _check_single("Requested operation is not valid: domain already has a watchdog"),
+    "vsock": _check_single("Requested operation is not valid: domain already has a vsock device"),
+}
+
+
+def insert(domain: Domain, device: Device) -> None:
+    """Add ``device`` where libvirt's insert functions put it (disks sorted by target, controllers
+    after their type, everything else at the end of its kind)."""
+    if device.kind == "controller":
+        insert_controller(domain.controllers, device)
+        insert_device(domain.devices_element, device.element)
+        return
+    position = len(domain.devices)
+    if device.kind == "disk":
+        mine = _disk_sort_key(device)
+        for number, other in enumerate(domain.devices):
+            same_bus = other.kind == "disk" and other.extra.get("bus") == device.extra.get("bus")
+            if same_bus and _disk_sort_key(other) > mine:
+                position = number
+                break
+    domain.devices.insert(position, device)
+    insert_device(domain.devices_element, device.element)
+
+
+def _disk_sort_key(disk: Device) -> tuple[int, str]:
+    name = disk.extra.get("dev", "")
+    return (len(name), name)
+
+
+# -- live ---------------------------------------------------------------------------------------
+
+
+def attach_live(domain: Domain, device: Device) -> None:
+    """Hotplug ``device`` into the running guest described by ``domain``."""
+    if device.kind in NO_LIVE_ATTACH:
+        name = _type_name(device.kind)
+        raise LibvirtError(f"Operation not supported: live attach of device '{name}' is not supported")
+    hook = LIVE_CHECKS.get(device.kind)
+    if hook is not None:
+        hook(domain, device)
+    flags = connect_flags(device, PCIE_FLAGS if domain.has_pcie_root else PCI_FLAGS)
+    if flags:
+        addresses = live_address_set(domain)
+        ensure_address(addresses, device, flags)
+        _check_qemu_hotplug(domain, device)
+    insert(domain, device)
+
+
+def live_address_set(domain: Domain) -> AddressSet:
+    """The table libvirt kept when the guest started: every address in use, chipset slots reserved."""
+    count = max((device.index or 0 for device in domain.pci_controllers()), default=-1) + 1
+    fill_flags(domain)
+    addresses = build_set(domain, count, dry_run=False)
+    fixed_chipset_slots(domain, addresses)
+    return addresses
+
+
+def ensure_address(addresses: AddressSet, device: Device, flags: Connect) -> None:
+    """libvirt's virDomainPCIAddressEnsureAddr: the slot must be hotpluggable; a given address must be function 0."""
+    flags |= Connect.HOTPLUGGABLE
+    if device.has_pci_address:
+        assert device.address is not None
+        if device.address.function != 0:
+            raise LibvirtError("internal error: Only PCI device addresses with function=0 are supported")
+        addresses.validate(device.address, flags, True)
+        addresses.reserve(device.address, flags, from_config=True)
+        write_pci_address(device)
+        return
+    device.address = addresses.reserve_next(flags)
+    write_pci_address(device)
+
+
+def _check_qemu_hotplug(domain: Domain, device: Device) -> None:
+    """QEMU refuses hotplug into pci.0 when ACPI PCI hotplug is off: no ACPI, or pci-root hotplug='off'."""
+    address = device.address
+    if domain.chipset is not Chipset.I440FX or address is None or address.bus != 0:
+        return
+    root = domain.controller("pci", 0)
+    target = root.element.find("target") if root is not None else None
+    root_off = target is not None and target.get("hotplug") == "off"
+    if root_off or not domain.acpi:
+        raise LibvirtError(
+            "internal error: unable to execute QEMU command 'device_add': Bus 'pci.0' does not support hotplugging"
+        )
+
+
+def _live_controller(domain: Domain, device: Device) -> None:
+    if device.ctype != "scsi":
+        raise LibvirtError(f"Operation not supported: '{device.ctype}' controller cannot be hot plugged.")
+    if device.index is None:
+        used = {other.index for other in domain.controllers if other.ctype == device.ctype}
+        device.index = next(index for index in range(len(used) + 1) if index not in used)
+        device.element.set("index", str(device.index))
+    elif domain.controller(device.ctype, device.index) is not None:
+        raise LibvirtError(f"operation failed: target {device.ctype}:{device.index} already exists")
+
+
+def _live_watchdog(domain: Domain, device: Device) -> None:
+    if any(other.kind == "watchdog" for other in domain.devices):
+        raise LibvirtError("Requested operation is not valid: domain already has a watchdog")
+    if device.model != "i6300esb":
+        raise LibvirtError(f"Operation not supported: hotplug of watchdog of model {device.model} is not supported")
+
+
+def _live_vsock(domain: Domain, device: Device) -> None:
+    if any(other.kind == "vsock" for other in domain.devices):
+        raise LibvirtError("Requested operation is not valid: the domain already has a vsock device")
+
+
+def _live_input(domain: Domain, device: Device) -> None:
+    bus = device.element.get("bus") or "ps2"
+    if bus not in ("virtio", "usb"):
+        raise LibvirtError(f"Operation not supported: input device on bus '{bus}' cannot be hot plugged.")
+
+
+LIVE_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
+    "controller": _live_controller,
+    "watchdog": _live_watchdog,
+    "vsock": _live_vsock,
+    "input": _live_input,
+}
+
+
+# -- detach -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """How libvirt finds the device to detach for one kind, and what it says when none matches."""
+
+    matches: Callable[[Device, Device], bool]
+    missing: Callable[[Device], str]
+
+
+def _same_address_if_given(candidate: Device, wanted: Device) -> bool:
+    return not wanted.has_pci_address or candidate.address == wanted.address
+
+
+def _attribute(path: str, name: str) -> Callable[[Device], str | None]:
+    def read(device: Device) -> str | None:
+        element = device.element.find(path) if path else device.element
+        return element.get(name) if element is not None else None
+
+    return read
+
+
+_mac = _attribute("mac", "address")
+_target_dir = _attribute("target", "dir")
+
+
+def _net_matches(candidate: Device, wanted: Device) -> bool:
+    mac = _mac(wanted)
+    if mac is not None and (_mac(candidate) or "").lower() != mac.lower():
+        return False
+    return _same_address_if_given(candidate, wanted)
+
+
+def _net_missing(wanted: Device) -> str:
+    address = str(wanted.address) if wanted.has_pci_address else "(<null>)"
+    return (
+        f"device not found: no device found at address '{address}' matching MAC address "
+        f"'{_mac(wanted) or '(<null>)'}' and alias '(<null>)'"
+    )
+
+
+def _hostdev_source(device: Device) -> tuple[str | None, ...]:
+    source = device.element.find("source/address")
+    if source is None:
+        return (None,)
+    return tuple(source.get(name) for name in ("domain", "bus", "slot", "function"))
+
+
+MATCHERS: dict[str, Matcher] = {
+    "disk": Matcher(
+        lambda candidate, wanted: candidate.extra.get("dev") == wanted.extra.get("dev"),
+        lambda wanted: f"device not found: no target device {wanted.extra.get('dev')}",
+    ),
+    "interface": Matcher(_net_matches, _net_missing),
+    "controller": Matcher(
+        lambda candidate, wanted: candidate.ctype == wanted.ctype and candidate.index == wanted.index,
+        lambda wanted: "device not found: device not present in domain configuration",
+    ),
+    "sound": Matcher(
+        lambda candidate, wanted: candidate.model == wanted.model and _same_address_if_given(candidate, wanted),
+        lambda wanted: "device not found: device not present in domain configuration",
+    ),
+    "hostdev": Matcher(
+        lambda candidate, wanted: _hostdev_source(candidate) == _hostdev_source(wanted),
+        lambda wanted: "device not found: device not present in domain configuration",
+    ),
+    "filesystem": Matcher(
+        lambda candidate, wanted: _target_dir(candidate) == _target_dir(wanted),
+        lambda wanted: "device not found: no matching filesystem device was found",
+    ),
+    "rng": Matcher(
+        lambda candidate, wanted: candidate.model == wanted.model and _same_address_if_given(candidate, wanted),
+        lambda wanted: "device not found: no matching RNG device was found",
+    ),
+    "shmem": Matcher(
+        lambda candidate, wanted: candidate.element.get("name") == wanted.element.get("name"),
+        lambda wanted: "device not found: matching shmem device was not found",
+    ),
+    "watchdog": Matcher(lambda candidate, wanted: True, lambda wanted: "device not found: domain has no watchdog"),
+    "input": Matcher(
+        lambda candidate, wanted: candidate.element.get("type") == wanted.element.get("type")
+        and candidate.element.get("bus") == wanted.element.get("bus")
+        and _same_address_if_given(candidate, wanted),
+        lambda wanted: "device not found: matching input device not found",
+    ),
+    "vsock": Matcher(
+        lambda candidate, wanted: candidate.model == wanted.model,
+        lambda wanted: "operation failed: matching vsock device not found",
+    ),
+    "memory": Matcher(
+        lambda candidate, wanted: candidate.model == wanted.model and _same_address_if_given(candidate, wanted),
+        lambda wanted: "device not found: matching memory device was not found",
+    ),
+}
+
+
+def find_match(domain: Domain, wanted: Device) -> Device:
+    """The one device ``wanted`` names, matched the way libvirt matches it for detach."""
+    matcher = MATCHERS.get(wanted.kind)
+    if matcher is None:
+        raise LibvirtError(
+            f"Operation not supported: persistent detach of device '{_type_name(wanted.kind)}' is not supported"
+        )
+    candidates = [device for device in domain.of_kind(wanted.kind) if matcher.matches(device, wanted)]
+    if wanted.kind == "interface" and len(candidates) > 1:
+        mac = _mac(wanted)
+        if mac is not None:
+            raise LibvirtError(f"operation failed: multiple devices matching MAC address {mac} found")
+        raise LibvirtError("operation failed: multiple matching devices found")
+    if not candidates:
+        raise LibvirtError(matcher.missing(wanted))
+    return candidates[0]
+
+
+def _remove(domain: Domain, device: Device) -> None:
+    if device.kind == "controller":
+        domain.controllers.remove(device)
+    else:
+        domain.devices.remove(device)
+    parent = device.element.getparent()
+    if parent is not None:
+        parent.remove(device.element)
+
+
+def _type_name(kind: str) -> str:
+    return DEVICE_TYPE_NAMES.get(kind, kind)
