@@ -1,1 +1,30 @@
+import random
+
+import pytest
+
 pytest_plugins = ["pytester"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pcie-fuzz", "pytest-pcie: bounded differential pass (tests/test_differential.py)")
+    group.addoption("--pcie-fuzz-examples", dest="pcie_fuzz_examples", type=int, default=0, metavar="N",
+                    help="run N random examples on the reference and on libvirt (default 0: the pass is skipped)")
+    group.addoption("--pcie-fuzz-seed", dest="pcie_fuzz_seed", type=int, default=None, metavar="SEED",
+                    help="replay the pass of an earlier run (its seed is in the report header)")
+    group.addoption("--pcie-fuzz-out", dest="pcie_fuzz_out", default=None, metavar="DIR",
+                    help="write shrunk disagreements here (default: a temporary folder named in the failure)")
+    group.addoption("--pcie-fuzz-time-limit", dest="pcie_fuzz_time_limit", type=float, default=None,
+                    metavar="SECONDS", help="stop drawing new examples after this many seconds")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Chosen once on the controller; xdist hands the controller's options to its workers.
+    if config.option.pcie_fuzz_seed is None and not hasattr(config, "workerinput"):
+        config.option.pcie_fuzz_seed = random.SystemRandom().randrange(2**32)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if not config.option.pcie_fuzz_examples:
+        return None
+    seed = config.option.pcie_fuzz_seed
+    return f"pcie-fuzz: {config.option.pcie_fuzz_examples} examples, seed {seed} (replay with --pcie-fuzz-seed {seed})"

@@ -6,7 +6,7 @@ PCI device), whether libvirt 9.0.0 can hotplug it, and whether offline detach ca
 Adding a device model is one row.
 
 Placeholders: ``{address}`` (a PCI ``<address>`` or nothing), ``{n}`` (the device's ordinal in
-the example, unique), ``{mac}``, ``{vd}``/``{sd}``/``{hd}`` (unique disk targets), ``{host_bus}``
+the example, unique), ``{mac}``, ``{vd}``/``{sd}`` (unique disk targets), ``{hd}`` (one of hda..hdd), ``{host_bus}``
 (a host PCI bus that does not exist, so a hostdev never touches real hardware).
 """
 
@@ -108,8 +108,9 @@ OTHERS = [
          "{address}</shmem>", hotplug=True, detachable=True),
     *_virtio_rows("rng", "<rng model='{model}'><backend model='random'>/dev/urandom</backend>{address}</rng>",
                   hotplug=True),
-    *_virtio_rows("input-tablet", "<input type='tablet' bus='virtio' model='{model}'>{address}</input>", hotplug=True),
-    Kind("input-keyboard", "<input type='keyboard' bus='virtio'>{address}</input>", hotplug=True),
+    # libvirt 9.0.0 takes the (non-)transitional models only for input type='passthrough'.
+    *(Kind(f"input-{kind}", f"<input type='{kind}' bus='virtio'>{{address}}</input>", hotplug=True)
+      for kind in ("tablet", "keyboard", "mouse")),
     *_virtio_rows("vsock", "<vsock model='{model}'><cid auto='yes'/>{address}</vsock>", startable=False),
     Kind("hostdev-absent", "<hostdev mode='subsystem' type='pci' managed='no'><source><address domain='0x0000' "
          "bus='{host_bus}' slot='0x00' function='0x0'/></source>{address}</hostdev>",
@@ -153,6 +154,6 @@ def render(kind: Kind, n: int, address: str) -> str:
         mac=f"52:54:00:fa:{n // 256:02x}:{n % 256:02x}",
         vd=disk_target("vd", n),
         sd=disk_target("sd", n),
-        hd=disk_target("hd", n),
+        hd="hd" + "abcd"[n % 4],  # IDE has one controller of four units; hde would ask for a second
         host_bus=f"0x{0x80 + n % 0x70:02x}",
     )

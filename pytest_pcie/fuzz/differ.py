@@ -10,6 +10,7 @@ crash, counted apart from disagreements: it says the backend is unfinished or br
 from __future__ import annotations
 
 import re
+import traceback
 from dataclasses import dataclass
 from enum import Enum
 
@@ -57,13 +58,15 @@ class Comparison:
     def sentence(self, limit: int = 3) -> str:
         """One sentence for a case description, e.g. ``reference puts interface #1 at 01:00.0, libvirt at 02:00.0``."""
         shown = list(self.lines[:limit])
+        if self.verdict is Verdict.REFERENCE_CRASH:
+            return "; ".join(self.lines)
         more = len(self.lines) - len(shown)
         return "; ".join(shown) + (f"; and {more} more difference(s)" if more > 0 else "")
 
 
 def mask(text: str) -> str:
     """``text`` with numbers replaced, so alike disagreements at different addresses group together."""
-    return re.sub(r"\b(0x)?[0-9a-f]+\b", "N", text)
+    return re.sub(r"\b\w*\d\w*\b", "N", text)
 
 
 def compare(example: Example, reference: Backend, libvirt: Backend) -> Comparison:
@@ -79,7 +82,7 @@ def compare(example: Example, reference: Backend, libvirt: Backend) -> Compariso
     lv_doc = normalise(lv_outcome, example.machine)
     lv_text = canonical_text(lv_doc)
     if ref_crash is not None:
-        lines = (f"reference raised {ref_crash[1]}; libvirt {_libvirt_result(lv_outcome)}",)
+        lines = (f"reference raised {ref_crash[1]}", f"libvirt {_libvirt_result(lv_outcome)}")
         kind = f"crash {ref_crash[0]}"
         return Comparison(example, Verdict.REFERENCE_CRASH, kind, lines, None, lv_text, libvirt_error)
     assert ref_outcome is not None
@@ -103,7 +106,16 @@ def _run(backend: Backend, case: Case, machine: str) -> tuple[Outcome | None, tu
         return backend.run(case, machine), None
     except Exception as exc:  # a crash is a finding, not the fuzzer's failure
         text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        return None, (type(exc).__name__, text)
+        return None, (type(exc).__name__, f"{text} (at {_where(exc)})")
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of the traceback, ``path:line``: enough to find the broken assertion."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown place"
+    last = frames[-1]
+    return f"{last.filename.split('/pytest_pcie/')[-1]}:{last.lineno}"
 
 
 def _libvirt_result(outcome: Outcome) -> str:

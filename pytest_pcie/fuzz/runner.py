@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
 
 from pytest_pcie.backends.base import Backend
 from pytest_pcie.cases import Operation
@@ -85,6 +86,7 @@ class PassOptions:
     time_limit: float | None = None
     shrink_budget: int = DEFAULT_BUDGET
     max_written: int = DEFAULT_MAX_WRITTEN
+    strategy: st.SearchStrategy[Example] | None = None  # default: strategies.examples(machines, operations)
 
 
 def run_pass(
@@ -93,7 +95,7 @@ def run_pass(
     """Run ``options.examples`` random examples on both backends; report through ``say``."""
     result = PassResult(options.seed, options.examples)
     started = time.monotonic()
-    every = max(1, options.examples // 20)
+    every = max(10, options.examples // 20)
 
     def one(example: Example) -> None:
         if options.time_limit is not None and time.monotonic() - started > options.time_limit:
@@ -109,13 +111,15 @@ def run_pass(
             say(f"[{done:>5}/{options.examples}] agreed {total.agreed}, disagreed {total.disagreed}, "
                 f"crashed {total.crashed} ({time.monotonic() - started:.1f} s)")  # fmt: skip
 
-    drive = settings(
+    strategy = options.strategy if options.strategy is not None else examples(options.machines, options.operations)
+    configure = settings(
         max_examples=options.examples,
         database=None,
         deadline=None,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
-    )(hypothesis_seed(options.seed)(given(examples(options.machines, options.operations))(one)))
+    )
+    drive: Callable[[], None] = configure(hypothesis_seed(options.seed)(given(strategy)(one)))
     drive()
     result.seconds = time.monotonic() - started
     return result
@@ -145,7 +149,7 @@ def _found(
         return
     folder = write_disagreement(shrunk, options.out, options.seed)
     result.written[shrunk.signature] = folder
-    say(f"  ! {shrunk.verdict.value} on {small.machine} {small.operation.value}: {shrunk.sentence(1)}")
+    say(f"  ! {shrunk.verdict.value} on {small.machine} {small.operation.value}: {shrunk.sentence()}")
     say(f"    shrunk from {len(comparison.example.devices)} devices/{len(comparison.example.steps)} steps "
         f"to {len(small.devices)}/{len(small.steps)}: {folder}")  # fmt: skip
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from pytest_pcie.cases import Action
+from pytest_pcie.cases import Action, Operation
 from pytest_pcie.fuzz.example import Device, Example, Step
 
 DEFAULT_BUDGET = 80
@@ -40,7 +40,17 @@ def shrink(example: Example, still_fails: Callable[[Example], bool], budget: int
 
 
 def candidates(example: Example) -> Iterator[Example]:
-    """Smaller or simpler variants of ``example``, the biggest cuts first."""
+    """Smaller or simpler variants of ``example``, the biggest cuts first; each one a valid case.
+
+    An attach operation keeps at least one step: the operation is part of what disagreed (a live
+    disagreement turned into a define one would be a different finding).
+    """
+    for candidate in _cuts(example):
+        if candidate.steps or candidate.operation is Operation.DEFINE:
+            yield candidate
+
+
+def _cuts(example: Example) -> Iterator[Example]:
     devices = list(example.devices)
     size = len(devices) // 2
     while size >= 1:

@@ -1,0 +1,58 @@
+"""The bounded differential pass CI runs: ``pytest tests/test_differential.py --pcie-fuzz-examples 300``.
+
+Random examples run on the reference model and on the libvirtd this host offers; the test fails if
+any of them disagree (or the reference crashes), naming the seed and the shrunk case folders.
+Without ``--pcie-fuzz-examples`` the pass is not requested and the test skips saying so; when it is
+requested and libvirtd is unreachable, it skips too, unless ``PCIE_REQUIRE_LIBVIRT=1`` (set by CI)
+makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_pcie.backends.base import BackendUnavailable
+from pytest_pcie.backends.reference import ReferenceBackend
+from pytest_pcie.fuzz.runner import PassOptions, run_pass, summary_table
+
+REQUIRE_ENV = "PCIE_REQUIRE_LIBVIRT"
+DEFAULT_URI = "qemu:///system"
+
+
+def test_reference_agrees_with_libvirt_on_random_examples(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = request.config
+    examples: int = config.option.pcie_fuzz_examples
+    if examples <= 0:
+        pytest.skip("differential pass not requested: add --pcie-fuzz-examples N")
+    seed: int = config.option.pcie_fuzz_seed
+    uri = config.getoption("pcie_libvirt_uri", default=None) or DEFAULT_URI
+    try:
+        from pytest_pcie.backends.libvirt import LibvirtBackend
+
+        libvirt = LibvirtBackend(uri)
+    except BackendUnavailable as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but the libvirt backend is unavailable: {exc}", pytrace=False)
+        pytest.skip(f"libvirt backend unavailable: {exc}")
+    out = Path(config.option.pcie_fuzz_out) if config.option.pcie_fuzz_out else tmp_path_factory.mktemp("pcie-fuzz")
+    options = PassOptions(examples=examples, seed=seed, out=out, time_limit=config.option.pcie_fuzz_time_limit)
+    print(f"pcie-fuzz seed {seed} (replay with --pcie-fuzz-seed {seed})")
+    try:
+        result = run_pass(ReferenceBackend(), libvirt, options, say=print)
+    finally:
+        libvirt.close()
+    table = summary_table(result)
+    print(table)
+    assert result.total.examples > 0, f"no example ran within the time limit (seed {seed})"
+    if not result.all_agreed:
+        folders = "\n".join(f"  {folder}" for folder in result.written.values()) or "  (none written)"
+        pytest.fail(
+            f"reference and libvirt disagree (seed {seed}, replay with --pcie-fuzz-seed {seed}):\n{table}\n"
+            f"shrunk case folders:\n{folders}",
+            pytrace=False,
+        )
