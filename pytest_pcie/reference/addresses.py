@@ -131,10 +131,13 @@ class AddressSet:
 
     # -- reservations -------------------------------------------------------------------------
 
-    def reserve(self, address: PciAddress, flags: Connect, from_config: bool = True) -> None:
-        """Reserve one function (libvirt's virDomainPCIAddressReserveAddrInternal)."""
+    def reserve(self, address: PciAddress, flags: Connect, from_config: bool = True) -> PciAddress:
+        """Reserve one function (libvirt's virDomainPCIAddressReserveAddrInternal).
+
+        Returns the address reserved: in a dry run, growing by a root port + pcie-to-pci-bridge pair
+        moves the address one bus up (libvirt bumps even a user-written address this way)."""
         if self.dry_run:
-            self.grow(address, flags)
+            address = self.grow(address, flags)
         self.validate(address, flags, from_config)
         slot = self.buses[address.bus].slots[address.slot]
         if slot.functions & (1 << address.function):
@@ -143,15 +146,14 @@ class AddressSet:
         if not slot.functions and flags & Connect.AGGREGATE_SLOT:
             slot.aggregate = True
         slot.functions |= 1 << address.function
+        return address
 
     def release(self, address: PciAddress) -> None:
         self.buses[address.bus].slots[address.slot].functions &= ~(1 << address.function)
 
     def reserve_next(self, flags: Connect, function: int | None = None) -> PciAddress:
         """Find and reserve the next free address for a device with ``flags`` (function None = any)."""
-        address = self.next_free(flags, function)
-        self.reserve(address, flags, from_config=False)
-        return address
+        return self.reserve(self.next_free(flags, function), flags, from_config=False)
 
     def next_free(self, flags: Connect, function: int | None = None) -> PciAddress:
         """libvirt's search: buses from 0, slots from the bus's first; a slot is free when no function

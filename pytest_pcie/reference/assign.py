@@ -112,7 +112,9 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
             if not addresses.buses[0].flags & Connect.PCI_DEVICE:
                 raise LibvirtError("internal error: Bus 0 must be PCI for integrated PIIX3 USB or IDE controllers")
             continue
-        addresses.reserve(device.address, device.flags or Connect.PCI_DEVICE)
+        reserved = addresses.reserve(device.address, device.flags or Connect.PCI_DEVICE)
+        if reserved != device.address:
+            _commit(device, reserved, device.multifunction)
     return addresses
 
 

@@ -24,7 +24,7 @@ from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, fill_flags
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device, parse_xml, write_pci_address
-from pytest_pcie.reference.parse import Domain, insert_controller, load_domain, read_device
+from pytest_pcie.reference.parse import Domain, insert_controller, insert_disk, load_domain, read_device
 from pytest_pcie.reference.tables import Connect
 from pytest_pcie.reference.validate import validate_device
 
@@ -135,21 +135,11 @@ def insert(domain: Domain, device: Device) -> None:
         insert_controller(domain.controllers, device)
         insert_device(domain.devices_element, device.element)
         return
-    position = len(domain.devices)
     if device.kind == "disk":
-        mine = _disk_sort_key(device)
-        for number, other in enumerate(domain.devices):
-            same_bus = other.kind == "disk" and other.extra.get("bus") == device.extra.get("bus")
-            if same_bus and _disk_sort_key(other) > mine:
-                position = number
-                break
-    domain.devices.insert(position, device)
+        insert_disk(domain.devices, device)
+    else:
+        domain.devices.append(device)
     insert_device(domain.devices_element, device.element)
-
-
-def _disk_sort_key(disk: Device) -> tuple[int, str]:
-    name = disk.extra.get("dev", "")
-    return (len(name), name)
 
 
 # -- live ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from lxml import etree
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device
-from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, read_device
+from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, disk_index, read_device
 from pytest_pcie.reference.tables import USB2_COMPANIONS, USB2_FUNCTIONS
 
 # Default USB controller model at index 0 per chipset ("" = libvirt's per-device default, piix3-uhci).
@@ -155,13 +155,12 @@ def _check_numa_node(domain: Domain, controller: Device) -> None:
 
 
 def _reject_duplicate_controllers(domain: Domain) -> None:
+    """Two controllers of one type may not share an index (USB excepted: companions share theirs)."""
     seen: set[tuple[str | None, int | None]] = set()
-    key: tuple[str | None, int | None]
     for controller in domain.controllers:
-        if controller.model in USB2_FUNCTIONS and controller.ctype == "usb":
-            key = (f"usb2:{controller.model}", controller.index)
-        else:
-            key = (controller.ctype, controller.index)
+        if controller.ctype == "usb":
+            continue
+        key = (controller.ctype, controller.index)
         if key in seen:
             raise LibvirtError(
                 f"XML error: Multiple '{controller.ctype}' controllers with index '{controller.index}'"
@@ -202,18 +201,7 @@ def _drive_controller(disk: Device, number: int, bus: str) -> int:
         return int(disk.extra["drive-controller"])
     if disk.address_type is not None:
         return -1
-    return _disk_index(disk.extra.get("dev", "")) // DISK_UNITS_PER_CONTROLLER.get(bus, 1)
-
-
-def _disk_index(name: str) -> int:
-    """``sdb`` -> 1, ``hdaa`` -> 26: the disk's position from its target name."""
-    letters = name.lstrip("hsvx").lstrip("d") if name else ""
-    index = 0
-    for letter in letters:
-        if not "a" <= letter <= "z":
-            break
-        index = index * 26 + (ord(letter) - ord("a") + 1)
-    return max(index - 1, 0)
+    return max(disk_index(disk.extra.get("dev", "")), 0) // DISK_UNITS_PER_CONTROLLER.get(bus, 1)
 
 
 def _add_implicit_video(domain: Domain) -> None:

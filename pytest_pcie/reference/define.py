@@ -32,9 +32,10 @@ def format_domain(domain: Domain) -> str:
 
 
 def _sort_devices(domain: Domain) -> None:
-    """libvirt formats devices grouped by kind (tables.FORMAT_ORDER), controllers in list order."""
+    """libvirt formats devices grouped by kind (tables.FORMAT_ORDER), each kind in its list order
+    (controllers grouped by type, disks sorted by target, the primary video first)."""
     rank = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
-    controller_rank = {id(device.element): number for number, device in enumerate(domain.controllers)}
+    list_rank = {id(device.element): number for number, device in enumerate(domain.all_devices())}
     children = list(domain.devices_element)
-    children.sort(key=lambda child: (rank.get(str(child.tag), len(FORMAT_ORDER)), controller_rank.get(id(child), 0)))
+    children.sort(key=lambda child: (rank.get(str(child.tag), len(FORMAT_ORDER)), list_rank.get(id(child), 0)))
     domain.devices_element[:] = children

@@ -39,6 +39,9 @@ DEFAULT_MODELS: dict[str, str] = {
 # <serial><target type> -> the <model name> libvirt writes inside the target.
 SERIAL_MODEL_NAMES: dict[str, str] = {"pci-serial": "pci-serial", "usb-serial": "usb-serial"}
 
+# USB controller models libvirt always treats as companions of a master controller.
+USB_COMPANION_MODELS = frozenset({"ich9-uhci1", "ich9-uhci2", "ich9-uhci3"})
+
 # Disk target name prefix -> bus, when <target bus> is absent (virDomainDiskDefParseXML).
 DISK_PREFIX_BUS: tuple[tuple[str, str], ...] = (("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"), ("xvd", "xen"))
 
@@ -109,11 +112,21 @@ def load_domain(text: str) -> Domain:
             device = read_device(element)
             if device.kind == "controller":
                 insert_controller(domain.controllers, device)
+            elif device.kind == "disk":
+                insert_disk(domain.devices, device)
             else:
                 domain.devices.append(device)
     _primary_video_first(domain)
     _check_usb_none(domain)
+    _check_usb_master(domain)
     return domain
+
+
+def _check_usb_master(domain: Domain) -> None:
+    """ich9-uhci1/2/3 are always companions; USB controllers without any master are refused."""
+    usb = [device for device in domain.controllers if device.ctype == "usb" and device.model != "none"]
+    if usb and all(device.model in USB_COMPANION_MODELS for device in usb):
+        raise LibvirtError("No master USB controller specified")
 
 
 def _check_usb_none(domain: Domain) -> None:
@@ -134,6 +147,10 @@ def read_device(element: Element) -> Device:
             raise LibvirtError("XML error: missing controller type")
         device.index = parse_int(element.get("index"), "controller index")
     device.model = reader(device)
+    if device.kind == "memballoon" and device.model == "none":
+        address = element.find("address")
+        if address is not None:
+            element.remove(address)  # a disabled balloon has no device, so no address
     _read_address(device)
     return device
 
@@ -148,8 +165,8 @@ def insert_controller(controllers: list[Device], new: Device) -> None:
         if new.index is None:
             insert_at = position + 1
             break
-        assert current.index is not None
-        if current.index > new.index:
+        current_index = -1 if current.index is None else current.index
+        if current_index > new.index:
             insert_at = position
         elif insert_at == -1:
             insert_at = position + 1
@@ -157,6 +174,35 @@ def insert_controller(controllers: list[Device], new: Device) -> None:
         controllers.append(new)
     else:
         controllers.insert(insert_at, new)
+
+
+def insert_disk(devices: list[Device], new: Device) -> None:
+    """Disks are kept sorted by target within a bus (virDomainDiskInsert)."""
+    insert_at = -1
+    mine = disk_index(new.extra.get("dev", ""))
+    for position in range(len(devices) - 1, -1, -1):
+        current = devices[position]
+        if current.kind != "disk" or current.extra.get("bus") != new.extra.get("bus"):
+            continue
+        if disk_index(current.extra.get("dev", "")) > mine:
+            insert_at = position
+        elif insert_at == -1:
+            insert_at = position + 1
+    if insert_at == -1:
+        devices.append(new)
+    else:
+        devices.insert(insert_at, new)
+
+
+def disk_index(name: str) -> int:
+    """libvirt's virDiskNameToIndex: ``vda`` -> 0, ``vdz`` -> 25, ``vdaa`` -> 26."""
+    prefix = next((prefix for prefix in ("xvd", "hd", "sd", "vd", "fd", "ubd") if name.startswith(prefix)), "")
+    index = 0
+    for letter in name[len(prefix):]:
+        if not "a" <= letter <= "z":
+            break
+        index = index * 26 + (ord(letter) - ord("a") + 1)
+    return index - 1
 
 
 def _read_address(device: Device) -> None:

@@ -62,6 +62,9 @@ def validate_domain(domain: Domain) -> None:
     message = unsupported_message(domain.machine)
     if message is not None:
         raise LibvirtError(message)
+    sources = [_host_source(device) for device in domain.devices if device.kind == "hostdev"]
+    if len([source for source in sources if source is not None]) != len({s for s in sources if s is not None}):
+        raise LibvirtError("XML error: Hostdev already exists in the domain configuration")
     balloons = [device for device in domain.devices if device.kind == "memballoon"]
     if len(balloons) > 1:
         raise LibvirtError("internal error: only a single memory balloon device is supported")
@@ -70,6 +73,14 @@ def validate_domain(domain: Domain) -> None:
         position = positions.get(device.kind, 0)
         positions[device.kind] = position + 1
         validate_device(device, domain, position)
+
+
+def _host_source(device: Device) -> tuple[int, ...] | None:
+    """The host address a PCI hostdev passes through (None when it has none)."""
+    source = device.element.find("source/address")
+    if source is None or device.model != "pci":
+        return None
+    return tuple(int(source.get(name) or "0", 0) for name in ("domain", "bus", "slot", "function"))
 
 
 def validate_device(device: Device, domain: Domain, position: int) -> None:
