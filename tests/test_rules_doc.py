@@ -69,6 +69,7 @@ def test_page_lists_rules_with_their_cases_and_gaps(tree: Path) -> None:
     assert "`alpha.two`" in gaps and "`alpha.one`" not in gaps
     assert "- 3 rules, 2 pinned by at least one case, 1 gaps" in page
     assert page.index("## alpha") < page.index("## beta")
+    assert "Groups: [alpha](#alpha) · [beta](#beta)" in page
 
 
 def test_unknown_rule_id_is_an_error_on_the_page_and_in_the_exit_status(tree: Path) -> None:
