@@ -16,7 +16,7 @@ from pathlib import Path
 from pytest_pcie.backends.base import Backend, BackendUnavailable
 from pytest_pcie.backends.reference import ReferenceBackend
 from pytest_pcie.cases import Operation
-from pytest_pcie.fuzz.runner import DEFAULT_MAX_WRITTEN, PassOptions, run_pass, summary_table
+from pytest_pcie.fuzz.runner import DEFAULT_MAX_WRITTEN, PassOptions, findings_table, run_pass, summary_table
 from pytest_pcie.fuzz.shrink import DEFAULT_BUDGET
 from pytest_pcie.machines import MACHINE_FAMILIES
 
@@ -107,7 +107,8 @@ def main(
     if result.written:
         print(f"{len(result.written)} case folder(s) written to {args.out}:")
         print("\n".join(f"  {folder}" for folder in result.written.values()))
-    print(f"{len(result.findings)} distinct disagreement(s) or crash(es) seen")
+    print(f"{len(result.findings)} distinct disagreement(s) or crash(es) seen, by number of examples:")
+    print(findings_table(result))
     return EXIT_DISAGREED if ran else EXIT_AGREED
 
 

@@ -9,6 +9,7 @@ the time limit has passed the remaining draws are skipped, not run.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class PassResult:
     tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)
     written: dict[str, Path] = field(default_factory=dict)
     findings: dict[str, Comparison] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
     timed_out: bool = False
     seconds: float = 0.0
 
@@ -134,7 +136,10 @@ def _found(
     say: Callable[[str], None],
 ) -> None:
     """Shrink and write a disagreement unless one alike was already written (or the cap is reached)."""
-    first_seen = f"{comparison.kind} | {mask(comparison.lines[0]) if comparison.lines else ''}"
+    example = comparison.example
+    first_line = mask(comparison.lines[0]) if comparison.lines else ""
+    first_seen = f"{example.machine} {example.operation.value}: {comparison.kind} | {first_line}"
+    result.counts[first_seen] += 1
     if first_seen in result.findings or options.out is None or len(result.written) >= options.max_written:
         result.findings.setdefault(first_seen, comparison)
         return
@@ -164,6 +169,15 @@ def summary_table(result: PassResult) -> str:
     rows.append("-" * len(header))
     rows.append(_row("all", "", result.total))
     return "\n".join(rows)
+
+
+def findings_table(result: PassResult) -> str:
+    """Each distinct disagreement with how many examples showed it, most frequent first."""
+    lines = []
+    for key, count in result.counts.most_common():
+        found = result.findings[key]
+        lines.append(f"{count:>6}  {found.example.machine} {found.example.operation.value}: {found.sentence(1)}")
+    return "\n".join(lines)
 
 
 def _row(operation: str, machine: str, tally: Tally) -> str:
