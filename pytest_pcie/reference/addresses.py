@@ -56,12 +56,15 @@ class Bus:
         return not any(self.slots[slot].functions for slot in range(self.min_slot, self.max_slot + 1))
 
 
-def flags_compatible(address: PciAddress, bus_flags: Connect, dev_flags: Connect, from_config: bool) -> str | None:
+def flags_compatible(
+    address: PciAddress, bus_flags: Connect, dev_flags: Connect, from_config: bool, text: str | None = None
+) -> str | None:
     """None when a device with ``dev_flags`` may sit at ``address`` on a bus offering ``bus_flags``;
-    otherwise libvirt's message without its category prefix."""
+    otherwise libvirt's message (naming ``text``, default the address) without its category prefix."""
+    shown = text or str(address)
     if dev_flags & Connect.INTEGRATED:
         if address.bus != 0:
-            return f"The device at PCI address {address} needs to be an integrated device (bus=0)"
+            return f"The device at PCI address {shown} needs to be an integrated device (bus=0)"
         bus_flags |= Connect.AUTOASSIGN
     if from_config:
         if bus_flags & ENDPOINT_TYPES:
@@ -70,20 +73,20 @@ def flags_compatible(address: PciAddress, bus_flags: Connect, dev_flags: Connect
             dev_flags |= Connect.PCI_DEVICE
     elif dev_flags & Connect.AUTOASSIGN and not bus_flags & Connect.AUTOASSIGN:
         return (
-            f"The device at PCI address {address} was auto-assigned this address, but the PCI controller "
+            f"The device at PCI address {shown} was auto-assigned this address, but the PCI controller "
             f"with index='{address.bus}' doesn't allow auto-assignment"
         )
     if dev_flags & Connect.HOTPLUGGABLE and not bus_flags & Connect.HOTPLUGGABLE:
         return (
-            f"The device at PCI address {address} requires hotplug capability, but the PCI controller "
+            f"The device at PCI address {shown} requires hotplug capability, but the PCI controller "
             f"with index='{address.bus}' doesn't support hotplug"
         )
     if not dev_flags & bus_flags & TYPES_MASK:
         needed = next((name for bit, name in CONNECT_NAMES if dev_flags & bit), None)
         if needed is None:
-            return f"The device at PCI address {address} has unrecognized connection type flags 0x{int(dev_flags):02x}"
+            return f"The device at PCI address {shown} has unrecognized connection type flags 0x{int(dev_flags):02x}"
         return (
-            f"The device at PCI address {address} cannot be plugged into the PCI controller with "
+            f"The device at PCI address {shown} cannot be plugged into the PCI controller with "
             f"index='{address.bus}'. It requires a controller that accepts a {needed}."
         )
     return None
@@ -106,25 +109,29 @@ class AddressSet:
 
     # -- checks -------------------------------------------------------------------------------
 
-    def validate(self, address: PciAddress, flags: Connect, from_config: bool) -> None:
-        """Raise libvirt's error if ``address`` is out of range or the bus does not fit the device."""
+    def validate(self, address: PciAddress, flags: Connect, from_config: bool, shown: PciAddress | None = None) -> None:
+        """Raise libvirt's error if ``address`` is out of range or the bus does not fit the device.
+
+        ``shown`` is the address messages name, when it differs (libvirt formats the address before
+        growth bumps it)."""
+        text = str(shown or address)
         category = "XML error" if from_config else "internal error"
         if not self.buses:
             raise LibvirtError(f"{category}: No PCI buses available")
         if address.domain != 0:
-            raise LibvirtError(f"{category}: Invalid PCI address {address}. Only PCI domain 0 is available")
+            raise LibvirtError(f"{category}: Invalid PCI address {text}. Only PCI domain 0 is available")
         if address.bus >= len(self.buses):
             raise LibvirtError(
-                f"{category}: Invalid PCI address {address}. Only PCI buses up to {len(self.buses) - 1} are available"
+                f"{category}: Invalid PCI address {text}. Only PCI buses up to {len(self.buses) - 1} are available"
             )
         bus = self.buses[address.bus]
-        problem = flags_compatible(address, bus.flags, flags, from_config)
+        problem = flags_compatible(address, bus.flags, flags, from_config, text)
         if problem is not None:
             raise LibvirtError(f"{category}: {problem}")
         if bus.min_slot and address.slot < bus.min_slot:
-            raise LibvirtError(f"{category}: Invalid PCI address {address}. slot must be >= {bus.min_slot}")
+            raise LibvirtError(f"{category}: Invalid PCI address {text}. slot must be >= {bus.min_slot}")
         if address.slot > bus.max_slot:
-            raise LibvirtError(f"{category}: Invalid PCI address {address}. slot must be <= {bus.max_slot}")
+            raise LibvirtError(f"{category}: Invalid PCI address {text}. slot must be <= {bus.max_slot}")
 
     def in_use(self, address: PciAddress) -> bool:
         return bool(self.buses[address.bus].slots[address.slot].functions)
@@ -136,13 +143,14 @@ class AddressSet:
 
         Returns the address reserved: in a dry run, growing by a root port + pcie-to-pci-bridge pair
         moves the address one bus up (libvirt bumps even a user-written address this way)."""
+        requested = address
         if self.dry_run:
             address = self.grow(address, flags)
-        self.validate(address, flags, from_config)
+        self.validate(address, flags, from_config, requested)
         slot = self.buses[address.bus].slots[address.slot]
         if slot.functions & (1 << address.function):
             category = "XML error" if from_config else "internal error"
-            raise LibvirtError(f"{category}: Attempted double use of PCI Address {address}")
+            raise LibvirtError(f"{category}: Attempted double use of PCI Address {requested}")
         if not slot.functions and flags & Connect.AGGREGATE_SLOT:
             slot.aggregate = True
         slot.functions |= 1 << address.function

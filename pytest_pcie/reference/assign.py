@@ -60,6 +60,23 @@ def assign_addresses(domain: Domain) -> None:
         if device.address_type == "pci" and device.address is not None:
             write_pci_address(device)  # partial user addresses are stored in full
     fill_controller_defaults(domain)
+    check_usb_indexes(domain)
+
+
+def check_usb_indexes(domain: Domain) -> None:
+    """USB port assignment (after PCI) refuses two USB host controllers with one index; the
+    ich9-uhci companions share their EHCI's index and do not count."""
+    seen: set[int | None] = set()
+    for controller in domain.controllers:
+        if controller.ctype != "usb" or controller.model in USB_WITHOUT_PORTS:
+            continue
+        if controller.index in seen:
+            raise LibvirtError(f"XML error: Duplicate USB controllers with index {controller.index}")
+        seen.add(controller.index)
+
+
+# USB controller models that own no USB ports (companions, or USB disabled).
+USB_WITHOUT_PORTS = frozenset({"none", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3"})
 
 
 def _plan(domain: Domain, buses: int, max_index: int) -> int:
