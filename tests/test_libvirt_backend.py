@@ -40,6 +40,7 @@ MIN = "<controller type='usb' model='none'/><memballoon model='none'/>"
 VIRTIO_NIC = "<interface type='user'><model type='virtio'/></interface>"
 REQUIRE_ENV = "PCIE_REQUIRE_LIBVIRT"
 REPO = Path(__file__).resolve().parent.parent
+QEMU_LOGS = Path("/var/log/libvirt/qemu")
 
 
 def open_backend(uri: str = URI) -> LibvirtBackend:
@@ -308,6 +309,8 @@ def test_nothing_remains_after_passing_and_failing_cases(make_case: Callable[...
         assert session_domains(checker, session) == set()
     finally:
         checker.close()
+    if QEMU_LOGS.is_dir():  # libvirtd on this host: the live guest's log file went with it
+        assert sorted(QEMU_LOGS.glob(f"{NAME_PREFIX}{session}-*")) == []
 
 
 def test_exception_inside_a_case_still_removes_its_domain(

@@ -226,37 +226,45 @@ class LibvirtBackend:
         lv = self._libvirt
         try:
             domain = self._conn.lookupByName(name)
-        except lv.libvirtError:
-            return False
-        owner = self._owner_of(domain)
-        check = owner_check or (lambda found: found.session == self.session and found.pid == self.owner.pid)
-        if owner is None or not check(owner):
-            return False
-        if background and domain.isActive():
-            if self._destroy_conn is None:
-                self._destroy_conn = _open(lv, self.uri)
-            uuid = domain.UUIDString()
-            self._in_background(lambda: self._remove(lambda: self._destroy_conn.lookupByUUIDString(uuid)))
-        else:
-            self._remove(lambda: domain)
+            owner = self._owner_of(domain)
+            check = owner_check or (lambda found: found.session == self.session and found.pid == self.owner.pid)
+            if owner is None or not check(owner):
+                return False
+            if background and domain.isActive():
+                uuid, conn = domain.UUIDString(), self._destroy_connection()
+                self._in_background(lambda: self._remove(lambda: conn.lookupByUUIDString(uuid)))
+                return True
+        except lv.libvirtError as exc:
+            if _gone(lv, exc):
+                return False
+            raise
+        self._remove(lambda: domain)
         return True
 
     def _remove(self, find: Callable[[], Any]) -> None:
         """Destroy and undefine the domain ``find`` returns, already known to be ours.
 
-        One that is gone already is fine: another worker's sweep got there first, or a transient
-        guest stopped by itself.
+        The guest's log file goes too (it would otherwise pile up, one per live case).  A domain
+        that is gone already is fine: another worker's sweep got there first, or a transient guest
+        vanished as it stopped.
         """
         lv = self._libvirt
         try:
             domain = find()
+            persistent = domain.isPersistent()
             if domain.isActive():
-                domain.destroy()
-            if domain.isPersistent():
-                domain.undefine()
+                domain.destroyFlags(getattr(lv, "VIR_DOMAIN_DESTROY_REMOVE_LOGS", 0))
+            if persistent:
+                domain.undefineFlags(lv.VIR_DOMAIN_UNDEFINE_NVRAM)
         except lv.libvirtError as exc:
-            if exc.get_error_code() not in (lv.VIR_ERR_NO_DOMAIN, lv.VIR_ERR_OPERATION_INVALID):
+            if not _gone(lv, exc):
                 raise
+
+    def _destroy_connection(self) -> Any:
+        """The second connection background destroys use, opened on first need."""
+        if self._destroy_conn is None:
+            self._destroy_conn = _open(self._libvirt, self.uri)
+        return self._destroy_conn
 
     def _in_background(self, job: Callable[[], None]) -> None:
         while len(self._pending) >= MAX_BACKGROUND_DESTROYS:
@@ -312,6 +320,11 @@ def _pick_domain_type(conn: Any, uri: str) -> str:
         f"no QEMU {ARCH} emulator at {uri} (libvirt's {conn.getType()} driver offers {ARCH} domain types: {offers}); "
         "install one there with `apt-get install qemu-system-x86`, or point --pcie-libvirt-uri at a qemu:// URI"
     )
+
+
+def _gone(lv: ModuleType, exc: Any) -> bool:
+    """True for errors meaning the domain vanished or stopped under us, e.g. by a parallel sweep."""
+    return exc.get_error_code() in (lv.VIR_ERR_NO_DOMAIN, lv.VIR_ERR_OPERATION_INVALID)
 
 
 def _with_namespace(text: str) -> str:
