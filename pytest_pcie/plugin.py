@@ -31,7 +31,7 @@ from pytest_pcie.normalise import normalise
 from pytest_pcie.tree import render_tree
 
 MAX_EXPLANATION_LINES = 40
-MAX_TREE_LINES = 60
+MAX_TREE_LINES = 40
 OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri")
 WORKER_OUTPUT_KEY = "pcie"
 
@@ -158,13 +158,15 @@ class PcieSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        if not self.settings.enabled or self.is_controller:
+        if not self.settings.enabled:
             return
         if self.settings.divergences_file is not None:
             try:
                 self.divergences = load_divergences(self.settings.divergences_file, self.settings.cases_root)
             except DivergenceError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        if self.is_controller:
+            return
         try:
             self.get_backend()
         except PcieFailure as exc:
@@ -176,7 +178,7 @@ class PcieSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         try:
             if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-                self._finish_goldens(session)
+                self._finish_goldens()
         finally:
             self.close_backend()
         if self.is_worker:
@@ -200,34 +202,42 @@ class PcieSession:
             line = self.backend.header()
         else:
             line = f"pcie backend: {self.settings.backend_name} (one per xdist worker)"
-        return [line, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
+        lines = [line, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
+        if self.known_divergences:
+            lines.append(f"pcie known divergences for {self.settings.backend_name}: {len(self.known_divergences)}")
+        return lines
+
+    @property
+    def known_divergences(self) -> dict[tuple[str, str], Divergence]:
+        """The divergences that apply to this run's backend, by (case id, machine)."""
+        mine = [d for d in self.divergences if d.backend == self.settings.backend_name]
+        return {(d.case_id, d.machine): d for d in mine}
 
     # --- collection ----------------------------------------------------------------------------------
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-        if not self.settings.enabled or not file_path.is_relative_to(self.settings.cases_root):
+        if not self.settings.enabled or file_path.name not in (CASE_FILE, INPUT_FILE):
             return None
-        if file_path.name == CASE_FILE:
-            return CaseFile.from_parent(parent, path=file_path, pcie=self)
-        if file_path.name == INPUT_FILE and not (file_path.parent / CASE_FILE).exists():
-            return CaseFile.from_parent(parent, path=file_path, pcie=self)
-        return None
+        if not file_path.resolve().is_relative_to(self.settings.cases_root):
+            return None
+        if file_path.name == INPUT_FILE and (file_path.parent / CASE_FILE).exists():
+            return None  # the case is collected through its case.toml
+        return CaseFile.from_parent(parent, path=file_path, pcie=self)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.collect_errors += 1
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for divergence in self.divergences:
-            if divergence.backend != self.settings.backend_name:
+        known = self.known_divergences
+        for item in items:
+            if not isinstance(item, CaseItem):
                 continue
-            for item in items:
-                if isinstance(item, CaseItem) and (item.case.case_id, item.machine) == (
-                    divergence.case_id,
-                    divergence.machine,
-                ):
-                    item.add_marker(pytest.mark.xfail(strict=True, reason=f"known divergence: {divergence.reason}"))
-        self.expected_goldens.update(item.golden_key for item in items if isinstance(item, CaseItem))
+            self.expected_goldens.add(item.golden_key)
+            item.divergence = known.get((item.case.case_id, item.machine))
+            if item.divergence is not None:
+                reason = f"known divergence: {item.divergence.reason}"
+                item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
     # --- xdist: merge what workers did -------------------------------------------------------------
 
@@ -239,9 +249,9 @@ class PcieSession:
 
     # --- goldens at the end ----------------------------------------------------------------------------
 
-    def _finish_goldens(self, session: pytest.Session) -> None:
+    def _finish_goldens(self) -> None:
         """Find (and on request delete) orphan goldens, on a full run of a non-worker only."""
-        if self.is_worker or not self.settings.enabled or not self._is_full_run(session):
+        if self.is_worker or not self.settings.enabled or not self._is_full_run():
             return
         root = self.settings.goldens_root
         produced = self.expected_goldens
@@ -250,25 +260,26 @@ class PcieSession:
             for orphan in self.orphans:
                 Path(orphan).unlink()
 
-    def _is_full_run(self, session: pytest.Session) -> bool:
+    def _is_full_run(self) -> bool:
+        """True when every case was collected: the run covers the cases folder and selects nothing."""
         option = self.config.option
-        if self.collect_errors or option.keyword or option.markexpr or getattr(option, "lf", False):
-            return False
-        if getattr(option, "deselect", None) or session.shouldstop or session.shouldfail:
+        selecting = ("keyword", "markexpr", "lf", "deselect", "ignore", "ignore_glob", "stepwise")
+        if self.collect_errors or any(getattr(option, name, None) for name in selecting):
             return False
         cases_root = self.settings.cases_root
+        covers = False
         for argument in self.config.args:
-            path = Path(argument.split("::", 1)[0])
-            path = (self.config.invocation_params.dir / path).resolve()
-            if "::" in argument or not cases_root.is_relative_to(path):
+            path = (self.config.invocation_params.dir / argument.split("::", 1)[0]).resolve()
+            if "::" in argument or (path != cases_root and path.is_relative_to(cases_root)):
                 return False
-        return True
+            covers = covers or cases_root.is_relative_to(path)
+        return covers
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.settings.enabled or self.is_worker:
             return
         write = terminalreporter.write_line
-        known = [d for d in self.divergences if d.backend == self.settings.backend_name]
+        known = self.known_divergences
         if known:
             write(
                 f"pcie: {len(known)} known divergence(s) for backend {self.settings.backend_name} (xfail, not passes)"
@@ -330,6 +341,7 @@ class CaseItem(pytest.Item):
         super().__init__(**kwargs)
         self.case = case
         self.machine = machine
+        self.divergence: Divergence | None = None  # set at collection from the known-divergences file
         self.add_marker("pcie")
 
     @property
@@ -353,7 +365,7 @@ class CaseItem(pytest.Item):
         outcome = backend.run(self.case, self.machine)
         document = normalise(outcome, self.machine)
         problems = self._expect_error_problems(outcome.failure.message if outcome.failure else None)
-        if self.pcie.settings.update and not self.get_closest_marker("xfail"):
+        if self.pcie.settings.update and self.divergence is None:
             status = golden.update_golden(self.golden_file, document)
             self.pcie.updates[str(self.golden_file)] = status.value
         else:

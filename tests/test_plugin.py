@@ -397,6 +397,7 @@ def test_known_divergence_is_a_strict_xfail_for_that_backend_only(project: Proje
     _divergences(project, "q35/a")
     diverging = project.run("-rx")
     diverging.assert_outcomes(xfailed=1)
+    diverging.stdout.fnmatch_lines(["pcie known divergences for fake: 1"])
     diverging.stdout.fnmatch_lines(["pcie: 1 known divergence(s) for backend fake (xfail, not passes)",
                                     "*known divergence: fake places the NIC elsewhere*"])  # fmt: skip
     (folder / "fake-output.xml").write_text(domain())
@@ -459,7 +460,19 @@ def test_orphan_goldens_are_reported_on_a_full_run(project: Project) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("selection", [["cases/policy"], ["-k", "a"], ["cases/q35/a/case.toml"]])
+def test_orphans_are_judged_when_other_paths_run_beside_the_cases(project: Project) -> None:
+    orphan = _with_orphan(project)
+    project.pytester.makepyfile(test_other="def test_other():\n    pass\n")
+    result = project.run("--pcie-prune-goldens", "test_other.py", "cases")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["  deleted: golden/q35/removed-case/q35.xml"])
+    assert not orphan.exists()
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [["cases/policy"], ["-k", "a"], ["-m", "not pcie"], ["cases/q35/a/case.toml"], ["--deselect", "cases/q35"]],
+)
 def test_orphans_are_not_judged_on_a_partial_run(project: Project, selection: list[str]) -> None:
     orphan = _with_orphan(project)
     result = project.run("--pcie-prune-goldens", *selection)
@@ -499,7 +512,12 @@ def test_xdist_runs_updates_and_merges_the_summary(project: Project) -> None:
     compared = project.run("-n", "2")
     compared.assert_outcomes(passed=8)
     compared.stdout.fnmatch_lines(["  no case produces: golden/q35/old/pc.xml"])
-    assert project.closed_count() == 2 + 2  # one backend per worker, per run
+    _divergences(project, "q35/a")
+    (project.root / "cases" / "q35" / "a" / "fake-output.xml").write_text(domain(nic_bus=2))
+    diverging = project.run("-n", "2")
+    diverging.assert_outcomes(passed=6, failed=1, xfailed=1)  # the entry covers q35/a on q35, not on pc
+    diverging.stdout.fnmatch_lines(["pcie: 1 known divergence(s) for backend fake (xfail, not passes)"])
+    assert project.closed_count() == 2 + 2 + 2  # one backend per worker, per run
 
 
 # --- backend lifetime ----------------------------------------------------------------------------------
