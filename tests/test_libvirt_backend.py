@@ -288,6 +288,34 @@ def test_transient_start_gives_the_same_topology_as_define_and_start(backend: Li
     assert len(layouts[0]) >= 4
 
 
+def test_a_remote_style_transport_works_the_same(tmp_path: Path, make_case: Callable[..., Case]) -> None:
+    """qemu+ssh:// talks to virt-ssh-helper on the far side over a pipe; the ext transport does the
+    same with a local command, so this runs the remote code path without an ssh server."""
+    helper_binary = Path("/usr/bin/virt-ssh-helper")
+    local = open_backend()
+    local.close()
+    if not helper_binary.is_file():
+        pytest.skip("virt-ssh-helper is not installed (package libvirt-clients)")
+    helper = tmp_path / "helper.sh"
+    helper.write_text(f"#!/bin/sh\nexec {helper_binary} {URI}\n")
+    helper.chmod(0o755)
+    uri = f"qemu+ext:///system?command={helper}"
+    backend = LibvirtBackend(uri)
+    try:
+        assert backend.header().endswith(f" at {uri}, domain type {local.domain_type}")
+        steps = [("attach", "nic.xml", VIRTIO_NIC), ("attach", "nic.xml", VIRTIO_NIC)]
+        outcome = backend.run(make_case("attach-live", "<domain/>", steps), "q35")
+        assert outcome.failure is not None
+        assert (outcome.failure.step, outcome.failure.message) == (2, "internal error: No more available PCI slots")
+    finally:
+        backend.close()
+    checker = open_backend()
+    try:
+        assert session_domains(checker, backend.session) == set()
+    finally:
+        checker.close()
+
+
 # ---- nothing of ours remains ----------------------------------------------------------------------
 
 
