@@ -56,8 +56,9 @@ class FakeBackend:
     """Gives every device without an address the next free bus, slot 0 (the buggy one moves a NIC)."""
 
     def __init__(self, name: str, buggy: bool = False, crash: bool = False, bug: Callable[[etree._Element], bool]
-                 = planted_bug) -> None:  # fmt: skip
+                 = planted_bug, refuse: str | None = None) -> None:  # fmt: skip
         self.name = name
+        self.refuse = refuse
         self.buggy = buggy
         self.bug = bug
         self.crash = crash
@@ -74,6 +75,8 @@ class FakeBackend:
         domain = etree.fromstring(prepared.encode(), etree.XMLParser(remove_blank_text=True))
         devices = domain.find("devices")
         assert devices is not None
+        if self.refuse is not None and devices.find(self.refuse) is not None:
+            return Outcome(None, Failure(0, "define", f"unsupported configuration: no {self.refuse} here"))
         self._assign(domain)
         for number, step in enumerate(case.steps, start=1):
             device = etree.fromstring(step.device_xml.encode())
@@ -158,6 +161,18 @@ def test_shrinking_keeps_the_detach_step_with_the_device_it_detaches() -> None:
 
     small = shrink(example, needs_detach)
     assert small.devices == (kept,) and [step.action for step in small.steps] == [Action.DETACH]
+
+
+def test_what_happens_after_the_first_refusal_does_not_change_the_kind_of_disagreement() -> None:
+    reference, libvirt = FakeBackend("reference"), FakeBackend("libvirt", refuse="sound")
+    devices = (Device("sound-ac97", 0),)
+    fails_later = Example("pc", Operation.ATTACH_OFFLINE, devices, (Step(Action.DETACH, Device("net-e1000", 1)),))
+    succeeds = Example("pc", Operation.ATTACH_OFFLINE, devices, (Step(Action.ATTACH, Device("net-e1000", 1)),))
+    first, second = compare(fails_later, reference, libvirt), compare(succeeds, reference, libvirt)
+    assert first.verdict is second.verdict is Verdict.DISAGREED
+    assert first.kind == second.kind
+    assert first.kind == "failure libvirt=step0:unsupported configuration: no sound here reference=further"
+    assert first.lines != second.lines
 
 
 def test_a_reference_crash_is_its_own_kind_not_a_disagreement() -> None:

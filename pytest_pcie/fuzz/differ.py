@@ -23,6 +23,8 @@ from pytest_pcie.golden import canonical_text, describe_changes, identify
 from pytest_pcie.normalise import DEVICES_TAG, FAILURE_TAG, normalise
 from pytest_pcie.outcome import Outcome
 
+NEVER = 1 << 30  # the step number of a failure that did not happen
+
 
 class Verdict(Enum):
     AGREED = "agreed"
@@ -92,7 +94,7 @@ def compare(example: Example, reference: Backend, libvirt: Backend) -> Compariso
         return Comparison(example, Verdict.AGREED, "agreed", (), ref_text, lv_text, libvirt_error)
     failure_lines = _failure_lines(ref_doc.find(FAILURE_TAG), lv_doc.find(FAILURE_TAG))
     if failure_lines:
-        kind = f"failure reference={_failure_kind(ref_outcome)} libvirt={_failure_kind(lv_outcome)}"
+        kind = _failure_kind(ref_outcome, lv_outcome)
         lines = failure_lines
     else:
         kind = "topology"
@@ -124,10 +126,23 @@ def _libvirt_result(outcome: Outcome) -> str:
     return f"refused {outcome.failure.label} with {outcome.failure.message!r}"
 
 
-def _failure_kind(outcome: Outcome) -> str:
-    if outcome.failure is None:
-        return "ok"
-    return f"step{outcome.failure.step}:{mask(outcome.failure.message)}"
+def _failure_kind(reference: Outcome, libvirt: Outcome) -> str:
+    """The failure that matters: the earlier one, and only that side's message when they differ in step.
+
+    What the other backend does after getting further is a consequence, not the finding, so the
+    shrinker may drop it (e.g. the later steps after a define libvirt refuses).
+    """
+    ref_step = reference.failure.step if reference.failure is not None else NEVER
+    lv_step = libvirt.failure.step if libvirt.failure is not None else NEVER
+    if ref_step < lv_step:
+        return f"failure reference=step{ref_step}:{_masked(reference)} libvirt=further"
+    if lv_step < ref_step:
+        return f"failure libvirt=step{lv_step}:{_masked(libvirt)} reference=further"
+    return f"failure step{lv_step} reference={_masked(reference)} libvirt={_masked(libvirt)}"
+
+
+def _masked(outcome: Outcome) -> str:
+    return mask(outcome.failure.message) if outcome.failure is not None else ""
 
 
 def _failure_lines(reference: etree._Element | None, libvirt: etree._Element | None) -> tuple[str, ...]:
