@@ -34,6 +34,8 @@ MAX_EXPLANATION_LINES = 40
 MAX_TREE_LINES = 40
 OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri")
 WORKER_OUTPUT_KEY = "pcie"
+WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED)
+TRUSTED_BACKEND = "libvirt"  # a golden is the truth only once real libvirt agrees with it
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -292,20 +294,25 @@ class PcieSession:
             counts = ", ".join(f"{len(paths)} {status.value}" for status, paths in by_status.items())
             terminalreporter.section("pcie goldens updated")
             write(f"goldens: {counts}")
-            for status in (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED):
-                for path in by_status[status]:
-                    write(f"  {status.value}: {self._shown(path)}")
-            if by_status[golden.UpdateStatus.CREATED] or by_status[golden.UpdateStatus.CHANGED]:
-                write(f"review them before committing: git diff {self._shown(str(self.settings.goldens_root))}/")
+            written = [(status, path) for status in WRITTEN for path in by_status[status]]
+            for status, path in written:
+                write(f"  {status.value}: {self.shown(path)}")
+            if written:
+                write(f"review them before committing: git diff {self.shown(str(self.settings.goldens_root))}/")
+            if written and self.settings.backend_name != TRUSTED_BACKEND:
+                write(
+                    f"written by backend {self.settings.backend_name!r}: confirm with --pcie-backend={TRUSTED_BACKEND}"
+                )
         if self.orphans:
             verb = "deleted" if self.settings.prune else "no case produces"
             terminalreporter.section("pcie orphan goldens")
             for orphan in self.orphans:
-                write(f"  {verb}: {self._shown(orphan)}")
+                write(f"  {verb}: {self.shown(orphan)}")
             if not self.settings.prune:
                 write("delete them with --pcie-prune-goldens (on a full run)")
 
-    def _shown(self, path: str) -> str:
+    def shown(self, path: str) -> str:
+        """``path`` relative to the rootdir when it lies inside it, as people type it."""
         try:
             return str(Path(path).relative_to(self.config.rootpath))
         except ValueError:
@@ -382,11 +389,11 @@ class CaseItem(pytest.Item):
 
     def _golden_problems(self, actual: etree._Element) -> list[str]:
         path = self.golden_file
-        shown = self.pcie._shown(str(path))
+        shown = self.pcie.shown(str(path))
         if not path.is_file():
             return [
                 f"no golden {shown}; create it from real libvirt with "
-                f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie._shown(str(self.case.folder))}"
+                f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
             ]
         try:
             expected = golden.read_golden(path)
@@ -401,7 +408,7 @@ class CaseItem(pytest.Item):
         lines += ["actual topology:"] + ["  " + line for line in _clip(render_tree(actual), MAX_TREE_LINES)]
         lines.append(
             "if real libvirt agrees with the actual result: "
-            f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie._shown(str(self.case.folder))}"
+            f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
         )
         return lines
 

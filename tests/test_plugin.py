@@ -259,7 +259,8 @@ def test_update_reports_created_changed_unchanged_and_writes_only_changes(projec
     first.assert_outcomes(passed=3)
     first.stdout.fnmatch_lines(
         ["*pcie goldens updated*", "goldens: 3 created, 0 changed, 0 unchanged", "  created: golden/q35/a/q35.xml",
-         "*review them before committing: git diff golden/"]
+         "*review them before committing: git diff golden/",
+         "written by backend 'fake': confirm with --pcie-backend=libvirt"]
     )  # fmt: skip
     assert project.goldens() == ["q35/a/q35.xml", "q35/b/pc.xml", "q35/b/q35.xml"]
     golden_a = project.root / "golden" / "q35" / "a" / "q35.xml"
@@ -272,6 +273,10 @@ def test_update_reports_created_changed_unchanged_and_writes_only_changes(projec
     second = project.run("--pcie-update-goldens")
     second.stdout.fnmatch_lines(["goldens: 0 created, 2 changed, 1 unchanged", "  changed: golden/q35/b/pc.xml"])
     assert golden_a.stat().st_mtime_ns == stamp  # unchanged goldens are not rewritten
+    (folder_b / "fake-output.xml").write_text(domain(nic_bus=2))
+    quiet = project.run("--pcie-update-goldens")
+    quiet.stdout.fnmatch_lines(["goldens: 0 created, 0 changed, 3 unchanged"])
+    assert "review them" not in quiet.stdout.str() and "written by backend" not in quiet.stdout.str()
     assert not list((project.root / "golden").rglob("*.tmp"))
     project.run().assert_outcomes(passed=3)
 
