@@ -23,8 +23,11 @@ from xmldiff import actions as xmldiff_actions
 from xmldiff import main as xmldiff_main
 
 from pytest_pcie.normalise import DEVICES_TAG, FAILURE_TAG
+from pytest_pcie.tree import render_tree
 
 GOLDEN_SUFFIX = ".xml"
+MAX_EXPLANATION_LINES = 40
+MAX_TREE_LINES = 40
 _PARSER = etree.XMLParser(remove_blank_text=True, remove_comments=True)
 
 
@@ -104,6 +107,21 @@ def update_golden(path: Path, document: etree._Element) -> UpdateStatus:
 # --- explaining a mismatch -------------------------------------------------------------------------
 
 ADDRESS_TAG = "address"
+
+
+def describe_mismatch(expected: etree._Element, actual: etree._Element) -> list[str]:
+    """The indented report of a mismatch: what differs in words, then both topologies as trees."""
+    explanation = explain(expected, actual) or ["(the documents differ only in ways not explained)"]
+    lines = ["  " + line for line in _clip(explanation, MAX_EXPLANATION_LINES)]
+    lines += ["expected topology:"] + ["  " + line for line in _clip(render_tree(expected), MAX_TREE_LINES)]
+    lines += ["actual topology:"] + ["  " + line for line in _clip(render_tree(actual), MAX_TREE_LINES)]
+    return lines
+
+
+def _clip(lines: list[str], limit: int) -> list[str]:
+    if len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"... {len(lines) - limit} more line(s)"]
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,7 @@ from pytest_pcie.backends import (
 from pytest_pcie.cases import CASE_FILE, INPUT_FILE, Case, CaseError, load_case
 from pytest_pcie.divergences import Divergence, DivergenceError, load_divergences
 from pytest_pcie.normalise import normalise
-from pytest_pcie.tree import render_tree
 
-MAX_EXPLANATION_LINES = 40
-MAX_TREE_LINES = 40
 OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri")
 WORKER_OUTPUT_KEY = "pcie"
 WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED)
@@ -401,11 +398,10 @@ class CaseItem(pytest.Item):
             return [str(exc)]
         if golden.canonical_text(expected) == golden.canonical_text(actual):
             return []
-        explanation = golden.explain(expected, actual) or ["(the documents differ only in ways not explained)"]
-        lines = [f"{self.case.case_id} on {self.machine} differs from {shown}:"]
-        lines += ["  " + line for line in _clip(explanation, MAX_EXPLANATION_LINES)]
-        lines += ["expected topology:"] + ["  " + line for line in _clip(render_tree(expected), MAX_TREE_LINES)]
-        lines += ["actual topology:"] + ["  " + line for line in _clip(render_tree(actual), MAX_TREE_LINES)]
+        lines = [
+            f"{self.case.case_id} on {self.machine} differs from {shown}:",
+            *golden.describe_mismatch(expected, actual),
+        ]
         lines.append(
             "if real libvirt agrees with the actual result: "
             f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
@@ -423,9 +419,3 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
-
-
-def _clip(lines: list[str], limit: int) -> list[str]:
-    if len(lines) <= limit:
-        return lines
-    return [*lines[:limit], f"... {len(lines) - limit} more line(s)"]

@@ -70,7 +70,7 @@ def render_tree(document: etree._Element) -> list[str]:
     for root in [*roots, orphans] if orphans.children else roots:
         lines.append(root.label)
         lines += _draw_children(root, "")
-    return lines
+    return lines or ["(no PCI controllers or devices)"]
 
 
 def _node(element: etree._Element) -> _Node:

@@ -107,3 +107,18 @@ def test_explain_failure_and_machine_side_by_side(q35: etree._Element) -> None:
         "  got:      step 0 (define): XML error: nope",
     ]
     assert golden.explain(q35, copy.deepcopy(q35)) == []
+
+
+def test_a_long_mismatch_report_is_clipped() -> None:
+    nics = "".join(
+        f"<interface type='user'><address type='pci' bus='0' slot='{slot}' function='{fn}'/></interface>"
+        for slot in range(1, 11)
+        for fn in range(5)
+    )
+    expected = normalise(Outcome(f"<domain><os><type machine='pc'/></os><devices>{nics}</devices></domain>"), "pc")
+    actual = normalise(Outcome("<domain><os><type machine='pc'/></os><devices/></domain>"), "pc")
+    lines = golden.describe_mismatch(expected, actual)
+    assert lines[:2] == ["  interface #1: missing", "  interface #2: missing"]
+    assert lines[40] == "  ... 10 more line(s)"
+    assert lines[41] == "expected topology:"
+    assert lines[-3:] == ["  ... 11 more line(s)", "actual topology:", "  (no PCI controllers or devices)"]
