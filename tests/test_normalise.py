@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree
 
 from pytest_pcie.golden import canonical_text
@@ -136,3 +139,30 @@ def test_failure_is_recorded_with_the_topology_before_it() -> None:
 def test_a_failed_define_has_no_devices_and_keeps_the_run_machine() -> None:
     document = normalise(Outcome(None, Failure(0, "define", "XML error: bad")), "pc")
     assert text(document) == '<outcome machine="pc"><failure step="0" label="define">XML error: bad</failure></outcome>'
+
+
+WRITINGS: tuple[Callable[[int], str], ...] = (
+    str,
+    hex,
+    lambda n: f"0x{n:04x}",
+)  # how a person or a tool may write a number
+
+
+@given(
+    bus=st.integers(0, 255),
+    slot=st.integers(0, 31),
+    function=st.integers(0, 7),
+    writing=st.sampled_from(WRITINGS),
+)
+def test_any_spelling_of_an_address_normalises_to_libvirts(
+    bus: int, slot: int, function: int, writing: Callable[[int], str]
+) -> None:
+    parts = f"domain='{writing(0)}' bus='{writing(bus)}' slot='{writing(slot)}' function='{writing(function)}'"
+    domain = (
+        "<domain><os><type machine='pc'/></os><devices><interface type='user'>"
+        f"<address type='pci' {parts}/></interface></devices></domain>"
+    )
+    address = normalise(Outcome(domain), "pc").find("devices/interface/address")
+    assert address is not None
+    expected = {"domain": "0x0000", "bus": f"0x{bus:02x}", "slot": f"0x{slot:02x}", "function": f"0x{function:x}"}
+    assert dict(address.attrib) == {"type": "pci", **expected}
