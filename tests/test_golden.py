@@ -81,7 +81,7 @@ def test_explain_pairs_devices_and_names_each_difference(q35: etree._Element) ->
     actual = copy.deepcopy(q35)
     devices = actual.find("devices")
     assert devices is not None
-    devices.remove(devices.find("controller[@index='6']"))
+    devices.remove(devices.find("controller[@index='6']"))  # type: ignore[arg-type]
     interface = devices.findall("interface")[1]
     interface.find("address").set("bus", "0x02")  # type: ignore[union-attr]
     devices.find("controller[@index='2']/target").set("port", "0x19")  # type: ignore[union-attr]

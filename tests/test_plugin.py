@@ -8,6 +8,7 @@ the plugin does with it: collection, ids, goldens, explanations, divergences, or
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,7 @@ def test_header_names_the_backend(project: Project) -> None:
 
 # --- broken case folders: one collection error line each ----------------------------------------------
 
-BROKEN = {
+BROKEN: dict[str, tuple[Callable[[Path], object], str]] = {
     "input-without-case-toml": (lambda f: (f / "case.toml").unlink(), "*case.toml: missing case.toml*"),
     "case-toml-without-input": (lambda f: (f / "input.xml").unlink(), "*input.xml: missing input.xml*"),
     "toml-syntax": (lambda f: (f / "case.toml").write_text("machines = [\n"), "*case.toml: not valid TOML*"),
@@ -237,6 +238,8 @@ def test_a_broken_case_folder_is_one_collection_error_line(project: Project, bre
     result.stdout.fnmatch_lines(["*ERROR collecting cases/q35/*", expected, "*1 error*"])
     output = result.stdout.str()
     assert "Traceback" not in output and "plugin.py" not in output
+    others_run = project.run("--continue-on-collection-errors")
+    others_run.assert_outcomes(passed=0, failed=1, errors=1)  # q35/good ran (and lacks its golden)
 
 
 # --- goldens: missing, update, compare -----------------------------------------------------------------
