@@ -120,7 +120,13 @@ def _check_single(message: str) -> Callable[[Domain, Device], None]:
     return check
 
 
+def _check_rng(domain: Domain, device: Device) -> None:
+    if device.has_pci_address and any(other.address == device.address for other in domain.all_devices()):
+        raise LibvirtError("unsupported configuration: a device with the same address already exists ")
+
+
 CONFIG_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
+    "rng": _check_rng,
     "disk": _check_disk,
     "controller": _check_controller,
     "watchdog": _check_single("Requested operation is not valid: domain already has a watchdog"),

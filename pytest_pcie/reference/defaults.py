@@ -25,6 +25,7 @@ ROOT_MODEL: dict[Chipset, str | None] = {Chipset.I440FX: "pci-root", Chipset.Q35
 def add_defaults(domain: Domain) -> None:
     """Run libvirt's device-adding post-parse steps on ``domain``, in libvirt's order."""
     assign_controller_indexes(domain)
+    _add_implicit_inputs(domain)
     _add_default_usb(domain)
     if domain.chipset is Chipset.Q35:
         maybe_add_controller(domain, "sata", 0, None)
@@ -89,6 +90,31 @@ def maybe_add_controller(domain: Domain, ctype: str, index: int, model: str | No
     if domain.controller(ctype, index) is not None:
         return None
     return new_controller(domain, ctype, index, model)
+
+
+# PS/2 inputs the i8042 controller of pc and q35 always provides (virDomainDefMaybeAddInput).
+IMPLICIT_INPUTS: tuple[str, ...] = ("mouse", "keyboard")
+
+
+def _add_implicit_inputs(domain: Domain) -> None:
+    """The PS/2 mouse and keyboard of x86 machines; they matter here only because they come first
+    among inputs added later (an attached virtio tablet follows them)."""
+    if domain.chipset is Chipset.NONE:
+        return
+    for kind in IMPLICIT_INPUTS:
+        present = any(
+            device.kind == "input" and device.element.get("type") == kind and device.element.get("bus") == "ps2"
+            for device in domain.devices
+        )
+        if present:
+            continue
+        element = etree.Element("input")
+        element.set("type", kind)
+        element.set("bus", "ps2")
+        insert_device(domain.devices_element, element)
+        device = read_device(element)
+        device.implicit = True
+        domain.devices.append(device)
 
 
 def _add_default_usb(domain: Domain) -> None:
