@@ -127,11 +127,13 @@ class PcieSession:
     settings: Settings
     backend: Backend | None = None
     unavailable: str | None = None
+    header: str = ""  # the backend's header line, kept after close() for the xdist controller
     divergences: list[Divergence] = field(default_factory=list)
     updates: dict[str, str] = field(default_factory=dict)  # golden path -> UpdateStatus value
     expected_goldens: set[str] = field(default_factory=set)
     collect_errors: int = 0
     orphans: list[str] = field(default_factory=list)
+    worker_headers: set[str] = field(default_factory=set)  # on the xdist controller: what workers ran
 
     @property
     def is_worker(self) -> bool:
@@ -149,6 +151,7 @@ class PcieSession:
             try:
                 settings = BackendSettings(libvirt_uri=self.settings.libvirt_uri)
                 self.backend = create_backend(self.settings.backend_name, settings)
+                self.header = self.backend.header()
             except BackendUnavailable as exc:
                 self.unavailable = f"pcie backend {self.settings.backend_name!r} is unavailable: {exc}"
         if self.backend is None:
@@ -182,7 +185,11 @@ class PcieSession:
             self.close_backend()
         if self.is_worker:
             output: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
-            output[WORKER_OUTPUT_KEY] = {"updates": self.updates, "expected": sorted(self.expected_goldens)}
+            output[WORKER_OUTPUT_KEY] = {
+                "updates": self.updates,
+                "expected": sorted(self.expected_goldens),
+                "header": self.header,
+            }
 
     def pytest_unconfigure(self) -> None:
         self.close_backend()  # a run that never reached sessionfinish (internal error) still closes
@@ -197,10 +204,7 @@ class PcieSession:
     def pytest_report_header(self) -> list[str]:
         if not self.settings.enabled:
             return []
-        if self.backend is not None:
-            line = self.backend.header()
-        else:
-            line = f"pcie backend: {self.settings.backend_name} (one per xdist worker)"
+        line = self.header or f"pcie backend: {self.settings.backend_name} (one per xdist worker)"
         lines = [line, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
         if self.known_divergences:
             lines.append(f"pcie known divergences for {self.settings.backend_name}: {len(self.known_divergences)}")
@@ -245,6 +249,8 @@ class PcieSession:
         if output:
             self.updates.update(output["updates"])
             self.expected_goldens.update(output["expected"])
+            if output["header"]:
+                self.worker_headers.add(output["header"])
 
     # --- goldens at the end ----------------------------------------------------------------------------
 
@@ -278,6 +284,8 @@ class PcieSession:
         if not self.settings.enabled or self.is_worker:
             return
         write = terminalreporter.write_line
+        for header in sorted(self.worker_headers):
+            write(f"xdist workers ran {header}")
         known = self.known_divergences
         if known:
             write(

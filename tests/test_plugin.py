@@ -54,7 +54,16 @@ def broken(settings):
     raise BackendUnavailable("cannot connect to qemu:///nowhere: no libvirtd here")
 
 
+class UriEcho(FakeBackend):
+    def __init__(self, uri):
+        self.uri = uri
+
+    def header(self):
+        return f"pcie backend: uri-echo at {self.uri}"
+
+
 register_backend("fake", lambda settings: FakeBackend())
+register_backend("uri-echo", lambda settings: UriEcho(settings.libvirt_uri))
 register_backend("broken", broken)
 """
 
@@ -194,6 +203,12 @@ def test_ini_folders_are_relative_to_the_rootdir(project: Project) -> None:
 def test_header_names_the_backend(project: Project) -> None:
     project.case("q35/a")
     project.run("--pcie-update-goldens").stdout.fnmatch_lines(["pcie backend: fake 1.0"])
+
+
+def test_the_libvirt_uri_reaches_the_backend(project: Project) -> None:
+    project.case("q35/a")
+    result = project.pytester.runpytest(*QUIET, "--pcie-backend=uri-echo", "--pcie-libvirt-uri=qemu+ssh://host/system")
+    result.stdout.fnmatch_lines(["pcie backend: uri-echo at qemu+ssh://host/system"])
 
 
 # --- broken case folders: one collection error line each ----------------------------------------------
@@ -519,7 +534,10 @@ def test_xdist_runs_updates_and_merges_the_summary(project: Project) -> None:
     orphan.write_text("<outcome/>")
     compared = project.run("-n", "2")
     compared.assert_outcomes(passed=8)
-    compared.stdout.fnmatch_lines(["  no case produces: golden/q35/old/pc.xml"])
+    compared.stdout.fnmatch_lines(["pcie backend: fake (one per xdist worker)"])
+    compared.stdout.fnmatch_lines(
+        ["xdist workers ran pcie backend: fake 1.0", "*no case produces: golden/q35/old/pc.xml"]
+    )
     _divergences(project, "q35/a")
     (project.root / "cases" / "q35" / "a" / "fake-output.xml").write_text(domain(nic_bus=2))
     diverging = project.run("-n", "2")
