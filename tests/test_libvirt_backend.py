@@ -316,6 +316,44 @@ def test_a_remote_style_transport_works_the_same(tmp_path: Path, make_case: Call
         checker.close()
 
 
+def test_a_lost_connection_is_one_line_not_a_case_failure(tmp_path: Path, make_case: Callable[..., Case]) -> None:
+    """A dropped connection must not be recorded as libvirt refusing the case."""
+    helper_binary = Path("/usr/bin/virt-ssh-helper")
+    open_backend().close()
+    if not helper_binary.is_file():
+        pytest.skip("virt-ssh-helper is not installed (package libvirt-clients)")
+    helper = tmp_path / "helper.sh"
+    helper.write_text(f"#!/bin/sh\nexec {helper_binary} {URI}\n")
+    helper.chmod(0o755)
+    uri = f"qemu+ext:///system?command={helper}"
+    backend = LibvirtBackend(uri)
+    helpers = [pid for pid in children(os.getpid()) if "virt-ssh-helper" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(helpers) == 1
+    os.kill(helpers[0], signal.SIGKILL)
+    try:
+        with pytest.raises(BackendUnavailable) as raised:
+            backend.run(make_case("define", "<domain/>"), "q35")
+        message = str(raised.value)
+        assert message.startswith(f"lost the connection to libvirtd at {uri}: ")
+        assert "\n" not in message
+    finally:
+        backend.close()  # nothing to sweep over a dead connection, and no traceback either
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 # ---- nothing of ours remains ----------------------------------------------------------------------
 
 

@@ -115,6 +115,9 @@ class LibvirtBackend:
         self._collect_finished()
         try:
             return self._run_steps(case, run, marked)
+        except self._libvirt.libvirtError as exc:
+            self._check_connection(exc)
+            raise
         finally:
             with _sigint_deferred():
                 self._discard(run.name, background=True)
@@ -126,7 +129,8 @@ class LibvirtBackend:
             with _sigint_deferred():
                 self._destroyer.shutdown(wait=True)
             self._collect_finished()
-            self.sweep()
+            if self._conn.isAlive():
+                self.sweep()
         finally:
             if self._destroy_conn is not None:
                 self._destroy_conn.close()
@@ -159,7 +163,7 @@ class LibvirtBackend:
         try:
             domain = self._conn.defineXML(marked_xml)
         except self._libvirt.libvirtError as exc:
-            return Outcome(None, Failure(0, "define", str(exc)))
+            return Outcome(None, Failure(0, "define", self._refusal(exc)))
         run.domain_xml = self._xml(domain, live=False)
         if case.operation is Operation.DEFINE:
             return self._outcome(run)
@@ -175,7 +179,7 @@ class LibvirtBackend:
             try:
                 apply(step.device_xml, flags)
             except self._libvirt.libvirtError as exc:
-                return self._outcome(run, Failure(number, step.label, str(exc)))
+                return self._outcome(run, Failure(number, step.label, self._refusal(exc)))
             run.domain_xml = self._xml(domain, live=case.operation.live)
         return self._outcome(run)
 
@@ -191,7 +195,20 @@ class LibvirtBackend:
         try:
             return self._conn.createXML(inactive, self._libvirt.VIR_DOMAIN_START_AUTODESTROY)
         except self._libvirt.libvirtError as exc:
-            raise StepRefused(str(exc)) from None
+            raise StepRefused(self._refusal(exc)) from None
+
+    def _refusal(self, exc: Any) -> str:
+        """libvirt's message for a step it refused, exactly as libvirt-python words it."""
+        self._check_connection(exc)
+        return str(exc)
+
+    def _check_connection(self, exc: Any) -> None:
+        """A dropped connection is no answer about the case: stop with one line instead."""
+        if not self._conn.isAlive():
+            raise BackendUnavailable(
+                f"lost the connection to libvirtd at {self.uri}: {_one_line(exc)}; "
+                "the next run removes the test domains this one left"
+            ) from None
 
     def _outcome(self, run: _Run, failure: Failure | None = None) -> Outcome:
         xml = run.domain_xml
@@ -221,7 +238,7 @@ class LibvirtBackend:
         must name this backend's session.  With ``background`` a running guest is stopped by a
         worker thread (see :data:`MAX_BACKGROUND_DESTROYS`); :meth:`close` waits for all of them.
         """
-        if not name.startswith(NAME_PREFIX):
+        if not name.startswith(NAME_PREFIX) or not self._conn.isAlive():
             return False
         lv = self._libvirt
         try:
@@ -232,21 +249,22 @@ class LibvirtBackend:
                 return False
             if background and domain.isActive():
                 uuid, conn = domain.UUIDString(), self._destroy_connection()
-                self._in_background(lambda: self._remove(lambda: conn.lookupByUUIDString(uuid)))
+                self._in_background(lambda: self._remove(conn, lambda: conn.lookupByUUIDString(uuid)))
                 return True
         except lv.libvirtError as exc:
             if _gone(lv, exc):
                 return False
             raise
-        self._remove(lambda: domain)
+        self._remove(self._conn, lambda: domain)
         return True
 
-    def _remove(self, find: Callable[[], Any]) -> None:
+    def _remove(self, conn: Any, find: Callable[[], Any]) -> None:
         """Destroy and undefine the domain ``find`` returns, already known to be ours.
 
         The guest's log file goes too (it would otherwise pile up, one per live case).  A domain
         that is gone already is fine: another worker's sweep got there first, or a transient guest
-        vanished as it stopped.
+        vanished as it stopped.  So is a connection that dropped meanwhile: the run already
+        reported it, and the next run's sweep removes the domain.
         """
         lv = self._libvirt
         try:
@@ -257,7 +275,7 @@ class LibvirtBackend:
             if persistent:
                 domain.undefineFlags(lv.VIR_DOMAIN_UNDEFINE_NVRAM)
         except lv.libvirtError as exc:
-            if not _gone(lv, exc):
+            if not _gone(lv, exc) and conn.isAlive():
                 raise
 
     def _destroy_connection(self) -> Any:
