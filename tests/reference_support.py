@@ -68,6 +68,6 @@ def targets(xml: str) -> dict[str, dict[str, str]]:
             values["name"] = name.get("name") or ""
         target = element.find("target")
         if target is not None:
-            values.update({key: str(value) for key, value in target.attrib.items()})
+            values.update({str(key): str(value) for key, value in target.attrib.items()})
         result[f"pci{element.get('index')}"] = values
     return result

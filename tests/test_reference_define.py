@@ -192,7 +192,8 @@ def test_define_is_a_fixed_point_on_its_own_output() -> None:
 
 # (id, machine, devices, libvirt's exact message)
 REJECTIONS: list[tuple[str, str, str, str]] = [
-    ("double-use", "pc", MIN + nic(address=pci(0, 3)) * 2, "XML error: Attempted double use of PCI Address 0000:00:03.0"),
+    ("double-use", "pc", MIN + nic(address=pci(0, 3)) * 2,
+     "XML error: Attempted double use of PCI Address 0000:00:03.0"),
     ("slot-too-high", "pc", MIN + nic(address="<address type='pci' domain='0' bus='0' slot='0x20' function='0'/>"),
      "XML error: Invalid PCI address slot='0x20', must be <= 0x1F"),
     ("function-too-high", "pc", MIN + nic(address="<address type='pci' domain='0' bus='0' slot='3' function='8'/>"),
