@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
 
 CONFTEST = """
 from pathlib import Path
