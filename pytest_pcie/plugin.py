@@ -31,6 +31,7 @@ from pytest_pcie.normalise import normalise
 
 OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri")
 WORKER_OUTPUT_KEY = "pcie"
+INCOMPLETE_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED)
 TRUSTED_BACKEND = "libvirt"  # a golden is the truth only once real libvirt agrees with it
 
@@ -133,6 +134,7 @@ class PcieSession:
     expected_goldens: set[str] = field(default_factory=set)
     collect_errors: int = 0
     orphans: list[str] = field(default_factory=list)
+    prune_refused: bool = False  # --pcie-prune-goldens on a run that does not see every case
     worker_headers: set[str] = field(default_factory=set)  # on the xdist controller: what workers ran
 
     @property
@@ -179,7 +181,7 @@ class PcieSession:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         try:
-            if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            if exitstatus not in INCOMPLETE_RUN:
                 self._finish_goldens()
         finally:
             self.close_backend()
@@ -256,7 +258,10 @@ class PcieSession:
 
     def _finish_goldens(self) -> None:
         """Find (and on request delete) orphan goldens, on a full run of a non-worker only."""
-        if self.is_worker or not self.settings.enabled or not self._is_full_run():
+        if self.is_worker or not self.settings.enabled:
+            return
+        if not self._is_full_run():
+            self.prune_refused = self.settings.prune
             return
         root = self.settings.goldens_root
         produced = self.expected_goldens
@@ -315,6 +320,8 @@ class PcieSession:
                 write(f"  {verb}: {self.shown(orphan)}")
             if not self.settings.prune:
                 write("delete them with --pcie-prune-goldens (on a full run)")
+        if self.prune_refused:
+            write("pcie: --pcie-prune-goldens deleted nothing: only a full run (no path, -k, -m or --lf selection) may")
 
     def shown(self, path: str) -> str:
         """``path`` relative to the rootdir when it lies inside it, as people type it."""

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
 CONFTEST = """
 from pathlib import Path
 
@@ -499,6 +498,7 @@ def test_orphans_are_not_judged_on_a_partial_run(project: Project, selection: li
     orphan = _with_orphan(project)
     result = project.run("--pcie-prune-goldens", *selection)
     assert "no case produces" not in result.stdout.str() and "deleted:" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["pcie: --pcie-prune-goldens deleted nothing: only a full run*"])
     assert orphan.exists()
 
 
@@ -595,3 +595,14 @@ def test_the_pcie_backend_fixture_is_the_session_backend(project: Project) -> No
     result = project.run("test_uses_backend.py")
     result.assert_outcomes(passed=1)
     assert project.closed_count() == 1
+
+
+def test_goldens_are_orphans_when_no_case_is_left(project: Project) -> None:
+    project.case("q35/a")
+    project.run("--pcie-update-goldens")
+    (project.root / "cases" / "q35" / "a" / "case.toml").unlink()
+    (project.root / "cases" / "q35" / "a" / "input.xml").unlink()
+    result = project.run("--pcie-prune-goldens")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(["  deleted: golden/q35/a/q35.xml"])
+    assert project.goldens() == []
