@@ -76,9 +76,10 @@ DISKS = [
     Kind(f"disk-{model or 'virtio'}", _vdisk(model), startable=False, hotplug=True, detachable=True)
     for model in (None, "virtio-transitional", "virtio-non-transitional")
 ] + [
-    # cdroms need no image, so these start anywhere; their PCI footprint is the controller.
+    # cdroms need no image; their PCI footprint is the controller.  A scsi target past sdg lands on
+    # a LUN > 0, which QEMU's emulated SCSI adapters refuse at start ("bad scsi device lun"): offline only.
     Kind("cdrom-scsi", "<disk type='file' device='cdrom'><target dev='{sd}' bus='scsi'/></disk>",
-         detachable=True, addressable=False),
+         startable=False, detachable=True, addressable=False),
     Kind("cdrom-sata", "<disk type='file' device='cdrom'><target dev='{sd}' bus='sata'/></disk>",
          detachable=True, addressable=False),
     Kind("cdrom-ide", "<disk type='file' device='cdrom'><target dev='{hd}' bus='ide'/></disk>",
