@@ -16,6 +16,7 @@ a stale entry would silently excuse nothing, so it is an error.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,12 @@ class Divergence:
     reason: str
 
 
-def load_divergences(path: Path, cases_root: Path) -> list[Divergence]:
-    """Read and check ``path``; every entry must name an existing case and one of its machines."""
+def load_divergences(path: Path, cases_root: Path, backends: Collection[str] = ()) -> list[Divergence]:
+    """Read and check ``path``; every entry must name an existing case and one of its machines.
+
+    When ``backends`` is given, an entry must also name one of them: a misspelt backend would
+    excuse nothing, silently.
+    """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -50,7 +55,14 @@ def load_divergences(path: Path, cases_root: Path) -> list[Divergence]:
     unknown = sorted(set(data) - {"divergence"})
     if unknown or not isinstance(entries, list):
         raise DivergenceError(f"{path}: only [[divergence]] tables are allowed here, found {unknown or ['divergence']}")
-    return [_read_entry(path, number, entry, cases_root) for number, entry in enumerate(entries, start=1)]
+    divergences = [_read_entry(path, number, entry, cases_root) for number, entry in enumerate(entries, start=1)]
+    for number, divergence in enumerate(divergences, start=1):
+        if backends and divergence.backend not in backends:
+            known = ", ".join(backends)
+            raise DivergenceError(
+                f"{path}: divergence #{number}: unknown backend {divergence.backend!r}; use one of: {known}"
+            )
+    return divergences
 
 
 def _read_entry(path: Path, number: int, entry: object, cases_root: Path) -> Divergence:

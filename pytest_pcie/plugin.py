@@ -23,6 +23,7 @@ from pytest_pcie.backends import (
     Backend,
     BackendSettings,
     BackendUnavailable,
+    backend_names,
     create_backend,
 )
 from pytest_pcie.cases import CASE_FILE, INPUT_FILE, Case, CaseError, load_case
@@ -166,7 +167,8 @@ class PcieSession:
             return
         if self.settings.divergences_file is not None:
             try:
-                self.divergences = load_divergences(self.settings.divergences_file, self.settings.cases_root)
+                known = backend_names()
+                self.divergences = load_divergences(self.settings.divergences_file, self.settings.cases_root, known)
             except DivergenceError as exc:
                 raise pytest.UsageError(str(exc)) from None
         if self.is_controller:

@@ -445,11 +445,13 @@ def test_known_divergence_is_not_written_by_update(project: Project) -> None:
     [
         ("q35/gone", "q35", "*divergence #1: case 'q35/gone' does not exist under*; remove the entry"),
         ("q35/a", "pc", "*divergence #1: case 'q35/a' does not run on machine 'pc'; remove the entry"),
+        ("q35/a@refrence", "q35", "*divergence #1: unknown backend 'refrence'; use one of: *fake*libvirt*reference*"),
     ],
 )
 def test_a_stale_divergence_entry_stops_the_run(project: Project, case: str, machine: str, complaint: str) -> None:
     project.case("q35/a")
-    _divergences(project, case, machine)
+    case, _, backend = case.partition("@")
+    _divergences(project, case, machine, backend or "fake")
     result = project.run()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: *known-divergences.toml: " + complaint.lstrip("*")])
