@@ -460,8 +460,8 @@ def test_interrupted_run_leaves_nothing_after_the_next_sweep(
             child.wait()
     sweeper = open_backend()
     try:
-        if sig == signal.SIGKILL and operation == "define":
-            assert name in sweeper.swept  # only the sweep could have removed a persistent definition
+        # After SIGKILL of a define case only a sweep can remove the persistent definition: this
+        # backend's, or that of a backend a parallel test started meanwhile.
         assert name not in domain_names(sweeper)
     finally:
         sweeper.close()
@@ -502,8 +502,7 @@ def test_sweep_touches_only_marked_domains_of_dead_owners(backend: LibvirtBacken
         names = domain_names(backend)
         assert set(kept) <= names
         assert f"{NAME_PREFIX}live-running-{tag}" in names and running.isActive()
-        assert set(removed) & names == set()
-        assert set(removed) <= set(swept)
+        assert set(removed) & names == set()  # by this sweep, or by a parallel test's backend
         assert set(kept).isdisjoint(swept)
     finally:
         for name in (*kept, *removed, f"{NAME_PREFIX}live-running-{tag}"):
