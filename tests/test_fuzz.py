@@ -197,6 +197,30 @@ def test_a_pass_finds_the_planted_bug_and_writes_one_folder_for_it(tmp_path: Pat
     assert "define" in summary_table(result) and "q35" in summary_table(result)
 
 
+class RecordingBackend(FakeBackend):
+    """Remembers every input it ran, to compare two passes."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.inputs: list[str] = []
+
+    def run(self, case: Case, machine: str) -> Outcome:
+        steps = "".join(step.device_xml for step in case.steps)
+        self.inputs.append(f"{machine} {case.operation.value}\n{case.input_xml}{steps}")
+        return super().run(case, machine)
+
+
+def test_a_seed_replays_the_same_examples_and_another_seed_does_not() -> None:
+    runs = []
+    for seed in (5, 5, 6):
+        recorder = RecordingBackend("reference")
+        run_pass(recorder, FakeBackend("libvirt"), PassOptions(examples=25, seed=seed))
+        runs.append(recorder.inputs)
+    assert len(runs[0]) == 25
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
 # --- generator ---------------------------------------------------------------------------------------
 
 
