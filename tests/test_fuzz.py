@@ -288,13 +288,30 @@ def test_cli_counts_reference_crashes_apart(tmp_path: Path, capsys: Capture) -> 
     assert code == 1 and total[1:6] == ["5", "0", "0", "5", "0.0%"]
 
 
-BAD_USAGE = [["--examples", "0", "--out", "x"], ["--out", "x", "--machine", "virt"], ["--examples", "3"]]
+BAD_USAGE = [["--examples", "0", "--out", "x"], ["--out", "x", "--machine", "virt"], ["--examples", "many"]]
 
 
 @pytest.mark.parametrize("argv", BAD_USAGE)
 def test_cli_exits_2_on_bad_usage(argv: list[str], capsys: Capture) -> None:
     assert cli.main(argv, **_factories(FakeBackend("reference"), FakeBackend("libvirt"))) == 2
     assert "usage: pcie-fuzz" in capsys.readouterr().err
+
+
+def test_cli_exits_2_with_one_line_without_an_out_folder(capsys: Capture) -> None:
+    assert cli.main(["--examples", "3"], **_factories(FakeBackend("reference"), FakeBackend("libvirt"))) == 2
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line == "pcie-fuzz: error: name a folder for what is found with --out DIR (or use --recheck DIR)"
+
+
+def test_cli_recheck_says_which_written_folders_still_disagree(tmp_path: Path, capsys: Capture) -> None:
+    buggy, truth = FakeBackend("reference", buggy=True), FakeBackend("libvirt")
+    write_disagreement(compare(planted_example(), buggy, truth), tmp_path)
+    assert cli.main(["--recheck", str(tmp_path)], **_factories(buggy, truth)) == 1
+    still = capsys.readouterr().out.splitlines()
+    assert still[0].startswith("disagrees  q35-define-topology-") and still[-1] == "0 agree, 1 still disagree"
+    assert cli.main(["--recheck", str(tmp_path)], **_factories(FakeBackend("reference"), truth)) == 0
+    fixed = capsys.readouterr().out.splitlines()
+    assert fixed[0].startswith("agrees     q35-define-topology-") and fixed[-1] == "1 agree, 0 still disagree"
 
 
 def test_cli_exits_2_with_one_line_when_libvirt_is_unavailable(tmp_path: Path, capsys: Capture) -> None:

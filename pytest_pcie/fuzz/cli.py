@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pytest_pcie.backends.base import Backend, BackendUnavailable
 from pytest_pcie.backends.reference import ReferenceBackend
-from pytest_pcie.cases import Operation
+from pytest_pcie.cases import CaseError, Operation
+from pytest_pcie.fuzz.recheck import recheck
 from pytest_pcie.fuzz.runner import DEFAULT_MAX_WRITTEN, PassOptions, findings_table, run_pass, summary_table
 from pytest_pcie.fuzz.shrink import DEFAULT_BUDGET
 from pytest_pcie.machines import MACHINE_FAMILIES
@@ -45,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--examples", type=_positive, default=100, help="how many random examples (default 100)")
     p.add_argument("--seed", type=int, default=None, help="replay a run: the seed a previous run printed")
-    p.add_argument("--out", type=Path, required=True, help="folder to write disagreeing case folders into")
+    p.add_argument("--out", type=Path, help="folder to write disagreeing case folders into (required to fuzz)")
+    p.add_argument("--recheck", type=Path, metavar="DIR",
+                   help="instead of fuzzing, re-run the case folders under DIR; say which still disagree")  # fmt: skip
     p.add_argument("--machine", choices=sorted(MACHINE_FAMILIES), action="append",
                    help="only this machine family (repeatable; default all)")  # fmt: skip
     p.add_argument("--operation", choices=[op.value for op in Operation], action="append",
@@ -70,9 +73,14 @@ def main(
         args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage line
         return EXIT_USAGE if exc.code else EXIT_AGREED
+    if args.recheck is None and args.out is None:
+        print("pcie-fuzz: error: name a folder for what is found with --out DIR (or use --recheck DIR)")
+        return EXIT_USAGE
+    if args.recheck is not None:
+        return _recheck(args.recheck, args.libvirt_uri, reference_factory, libvirt_factory)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"pcie-fuzz seed {seed} (replay with --seed {seed})", flush=True)
-    if args.out.exists() and not args.out.is_dir():
+    if args.out.exists() and not args.out.is_dir():  # checked after the seed line: the seed always comes first
         print(f"pcie-fuzz: error: --out {args.out} is a file; name a folder to write case folders into")
         return EXIT_USAGE
     try:
@@ -110,6 +118,31 @@ def main(
     print(f"{len(result.findings)} distinct disagreement(s) or crash(es) seen, by number of examples:")
     print(findings_table(result))
     return EXIT_DISAGREED if ran else EXIT_AGREED
+
+
+def _recheck(root: Path, uri: str, reference_factory: BackendFactory, libvirt_factory: BackendFactory) -> int:
+    if not root.is_dir():
+        print(f"pcie-fuzz: error: --recheck {root} is not a folder; name the --out folder of an earlier run")
+        return EXIT_USAGE
+    try:
+        reference, libvirt = reference_factory(uri), libvirt_factory(uri)
+    except BackendUnavailable as exc:
+        print(f"pcie-fuzz: error: {exc}")
+        return EXIT_USAGE
+    agreed = disagreed = 0
+    try:
+        for found in recheck(root, reference, libvirt):
+            print(found.line(), flush=True)
+            agreed += found.judgement.agreed
+            disagreed += not found.judgement.agreed
+    except CaseError as exc:
+        print(f"pcie-fuzz: error: {exc}")
+        return EXIT_USAGE
+    finally:
+        libvirt.close()
+        reference.close()
+    print(f"{agreed} agree, {disagreed} still disagree")
+    return EXIT_DISAGREED if disagreed else EXIT_AGREED
 
 
 def _positive(text: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 
 from lxml import etree
@@ -33,15 +33,14 @@ class Verdict(Enum):
     LIBVIRT_CRASH = "libvirt-crash"
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """The verdict on one example, what disagreed in words, and a key to group alike disagreements.
+@dataclass(frozen=True, kw_only=True)
+class Judgement:
+    """The verdict on one case, what disagreed in words, and a key to group alike disagreements.
 
     ``kind`` is coarse (``topology``, ``failure ...``, ``crash ...``) and is what the shrinker
     preserves; ``signature`` adds the masked wording, to write one case folder per distinct problem.
     """
 
-    example: Example
     verdict: Verdict
     kind: str
     lines: tuple[str, ...] = ()
@@ -66,6 +65,13 @@ class Comparison:
         return "; ".join(shown) + (f"; and {more} more difference(s)" if more > 0 else "")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Comparison(Judgement):
+    """A judgement on a random example, which the shrinker and the writer work from."""
+
+    example: Example
+
+
 def mask(text: str) -> str:
     """``text`` with numbers replaced, so alike disagreements at different addresses group together."""
     return re.sub(r"\b\w*\d\w*\b", "N", text)
@@ -73,33 +79,40 @@ def mask(text: str) -> str:
 
 def compare(example: Example, reference: Backend, libvirt: Backend) -> Comparison:
     """Run ``example`` on both backends and compare their normalised outcomes."""
-    case = as_case(example)
-    ref_outcome, ref_crash = _run(reference, case, example.machine)
-    lv_outcome, lv_crash = _run(libvirt, case, example.machine)
-    libvirt_error = lv_outcome.failure.message if lv_outcome is not None and lv_outcome.failure else None
+    judgement = judge(as_case(example), example.machine, reference, libvirt)
+    return Comparison(example=example, **{field.name: getattr(judgement, field.name) for field in fields(judgement)})
+
+
+def judge(case: Case, machine: str, reference: Backend, libvirt: Backend) -> Judgement:
+    """Run ``case`` on ``machine`` on both backends and compare their normalised outcomes."""
+    ref_outcome, ref_crash = _run(reference, case, machine)
+    lv_outcome, lv_crash = _run(libvirt, case, machine)
     if lv_crash is not None:
-        lines: tuple[str, ...] = (f"libvirt backend raised {lv_crash[1]}",)
-        return Comparison(example, Verdict.LIBVIRT_CRASH, f"crash {lv_crash[0]}", lines)
+        return Judgement(verdict=Verdict.LIBVIRT_CRASH, kind=f"crash {lv_crash[0]}",
+                         lines=(f"libvirt backend raised {lv_crash[1]}",))  # fmt: skip
     assert lv_outcome is not None
-    lv_doc = normalise(lv_outcome, example.machine)
+    lv_doc = normalise(lv_outcome, machine)
     lv_text = canonical_text(lv_doc)
+    lv_error = lv_outcome.failure.message if lv_outcome.failure else None
+    lines: tuple[str, ...]
     if ref_crash is not None:
         lines = (f"reference raised {ref_crash[1]}", f"libvirt {_libvirt_result(lv_outcome)}")
-        kind = f"crash {ref_crash[0]}"
-        return Comparison(example, Verdict.REFERENCE_CRASH, kind, lines, None, lv_text, libvirt_error)
+        return Judgement(verdict=Verdict.REFERENCE_CRASH, kind=f"crash {ref_crash[0]}", lines=lines,
+                         libvirt_text=lv_text, libvirt_error=lv_error)  # fmt: skip
     assert ref_outcome is not None
-    ref_doc = normalise(ref_outcome, example.machine)
+    ref_doc = normalise(ref_outcome, machine)
     ref_text = canonical_text(ref_doc)
     if ref_text == lv_text:
-        return Comparison(example, Verdict.AGREED, "agreed", (), ref_text, lv_text, libvirt_error)
-    failure_lines = _failure_lines(ref_doc.find(FAILURE_TAG), lv_doc.find(FAILURE_TAG))
-    if failure_lines:
+        return Judgement(verdict=Verdict.AGREED, kind="agreed", reference_text=ref_text, libvirt_text=lv_text,
+                         libvirt_error=lv_error)  # fmt: skip
+    lines = _failure_lines(ref_doc.find(FAILURE_TAG), lv_doc.find(FAILURE_TAG))
+    if lines:
         kind = _failure_kind(ref_outcome, lv_outcome)
-        lines = failure_lines
     else:
         kind = "topology"
         lines = tuple(_device_lines(ref_doc.find(DEVICES_TAG), lv_doc.find(DEVICES_TAG))) or ("outcomes differ",)
-    return Comparison(example, Verdict.DISAGREED, kind, lines, ref_text, lv_text, libvirt_error)
+    return Judgement(verdict=Verdict.DISAGREED, kind=kind, lines=lines, reference_text=ref_text,
+                     libvirt_text=lv_text, libvirt_error=lv_error)  # fmt: skip
 
 
 def _run(backend: Backend, case: Case, machine: str) -> tuple[Outcome | None, tuple[str, str] | None]:
