@@ -126,8 +126,7 @@ class LibvirtBackend:
         """Finish background destroys, remove what this session (or an earlier, dead one) left,
         then drop the connection."""
         try:
-            with _sigint_deferred():
-                self._destroyer.shutdown(wait=True)
+            self._destroyer.shutdown(wait=True)  # Ctrl-C stays possible: the threads finish anyway
             self._collect_finished()
             if self._conn.isAlive():
                 self.sweep()
