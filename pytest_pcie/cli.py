@@ -3,12 +3,13 @@
 Scripts of other projects call this, so its interface is kept stable (docs/options.md)::
 
     pcie-assign INPUT.xml [--machine M] [--attach DEV.xml | --detach DEV.xml ...] [--live]
-                [--backend B] [--libvirt-uri URI] [--normalize | --tree]
+                [--backend B] [--libvirt-uri URI] [--normalize | --tree] [--svg FILE]
 
 Steps run in the order given on the command line.  The command builds the same :class:`Case` the
 plugin reads from a folder and hands it to the same backend, so there is one code path for running
 steps.  Exit status: 0 success, 1 a step (or the define) was refused, with libvirt's message on
-stderr, 2 bad input, 3 backend unavailable.
+stderr, 2 bad input, 3 backend unavailable.  ``--svg`` writes its picture even when a step was
+refused (the refusal is drawn as a banner), since that is when a picture helps most.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from lxml import etree
 
-from pytest_pcie import golden
+from pytest_pcie import golden, svg
 from pytest_pcie.backends import (
     DEFAULT_BACKEND,
     DEFAULT_LIBVIRT_URI,
@@ -35,7 +36,7 @@ from pytest_pcie.domain import DomainInputError, prepare_domain
 from pytest_pcie.machines import MACHINE_FAMILIES, family_of
 from pytest_pcie.normalise import machine_family, normalise
 from pytest_pcie.outcome import Outcome
-from pytest_pcie.tree import render_tree
+from pytest_pcie.tree import render_tree, summary_line
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -96,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--libvirt-uri", default=DEFAULT_LIBVIRT_URI, help=f"default {DEFAULT_LIBVIRT_URI}")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--normalize", action="store_true", help="print the normalised form goldens use")
-    output.add_argument("--tree", action="store_true", help="print the topology as a text tree")
+    output.add_argument(
+        "--tree", action="store_true", help="print the topology as a text tree, with a summary line last"
+    )
+    parser.add_argument("--svg", metavar="FILE", type=Path, help="also write the topology as an SVG picture to FILE")
     return parser
 
 
@@ -114,6 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = backend.run(case, machine)
     finally:
         backend.close()
+    if arguments.svg is not None:
+        try:
+            write_svg(arguments.svg, normalise(outcome, machine))
+        except OSError as exc:
+            return _fail(
+                EXIT_BAD_INPUT, f"{arguments.svg}: cannot write the SVG ({exc.strerror}); pick a writable path"
+            )
     if outcome.failure is not None:
         failure = outcome.failure
         return _fail(EXIT_REFUSED, f"step {failure.step} ({failure.label}) refused: {failure.message}")
@@ -144,8 +155,18 @@ def render_outcome(outcome: Outcome, machine: str, *, normalised: bool = False, 
     """What the command prints for a successful run: domain XML, normalised form, or tree."""
     if normalised or tree:
         document = normalise(outcome, machine)
-        return golden.render(document) if normalised else "\n".join(render_tree(document)) + "\n"
+        return golden.render(document) if normalised else "\n".join(_tree_lines(document)) + "\n"
     return outcome.domain_xml or ""
+
+
+def write_svg(path: Path, document: etree._Element) -> None:
+    """Write the SVG picture of a normalised document to ``path``."""
+    path.write_text(svg.render_svg(document), encoding="utf-8")
+
+
+def _tree_lines(document: etree._Element) -> list[str]:
+    summary = summary_line(document)
+    return [*render_tree(document), *([summary] if summary else [])]
 
 
 def _read(path: Path, root_tag: str | None = None) -> str:
