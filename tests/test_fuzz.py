@@ -19,12 +19,12 @@ from pytest_pcie.backends.base import BackendUnavailable
 from pytest_pcie.cases import Action, Case, Operation, load_case
 from pytest_pcie.domain import prepare_domain
 from pytest_pcie.fuzz import cli
-from pytest_pcie.fuzz.catalogue import KINDS
+from pytest_pcie.fuzz.catalogue import HOTPLUG_TARGET_MODELS, KINDS, ROOT_MODELS
 from pytest_pcie.fuzz.differ import Verdict, compare
 from pytest_pcie.fuzz.example import PCI_CONTROLLER, Address, Device, Example, Step, as_case
 from pytest_pcie.fuzz.runner import PassOptions, run_pass, summary_table
 from pytest_pcie.fuzz.shrink import shrink
-from pytest_pcie.fuzz.strategies import examples
+from pytest_pcie.fuzz.strategies import CONTROLLER_WEIGHTS, SINGLETONS, VALID, examples
 from pytest_pcie.fuzz.writer import write_disagreement
 from pytest_pcie.golden import canonical_text
 from pytest_pcie.normalise import normalise
@@ -248,6 +248,28 @@ def test_generated_examples_are_case_folders_prepare_domain_accepts(example: Exa
             holding.append(drawn_step.device)
     macs = [device.xml() for device in example.devices if device.kind.startswith("net-")]
     assert len(set(macs)) == len(macs)
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(examples(profile=VALID))
+def test_the_valid_profile_makes_no_deliberate_mistake(example: Example) -> None:
+    drawn = [*example.devices, *(step.device for step in example.steps if step.action is Action.ATTACH)]
+    for device in drawn:
+        address = device.address
+        if address is not None:
+            assert (address.domain or 0) == 0 and (address.bus or 0) < 0x20
+            assert (address.slot or 0) <= 0x1F and (address.function or 0) <= 7
+        if device.kind == PCI_CONTROLLER:
+            assert device.model is not None
+            wanted = CONTROLLER_WEIGHTS[example.machine].get(device.model, 0) > 0
+            assert wanted or (device.index == 0 and device.model == ROOT_MODELS[example.machine])
+            assert not device.hotplug_off or device.model in HOTPLUG_TARGET_MODELS
+        else:
+            assert device.kind not in VALID.avoid[example.machine]
+    singles = [device.kind for device in example.devices if device.kind in SINGLETONS]
+    assert len(singles) == len(set(singles))
+    if example.operation.live:
+        assert all(step.device.kind != PCI_CONTROLLER and KINDS[step.device.kind].hotplug for step in example.steps)
 
 
 # --- command line ------------------------------------------------------------------------------------

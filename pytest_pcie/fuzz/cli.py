@@ -19,6 +19,7 @@ from pytest_pcie.cases import CaseError, Operation
 from pytest_pcie.fuzz.recheck import recheck
 from pytest_pcie.fuzz.runner import DEFAULT_MAX_WRITTEN, PassOptions, findings_table, run_pass, summary_table
 from pytest_pcie.fuzz.shrink import DEFAULT_BUDGET
+from pytest_pcie.fuzz.strategies import MIXED, PROFILES
 from pytest_pcie.machines import MACHINE_FAMILIES
 
 EXIT_AGREED, EXIT_DISAGREED, EXIT_USAGE = 0, 1, 2
@@ -53,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
                    help="only this machine family (repeatable; default all)")  # fmt: skip
     p.add_argument("--operation", choices=[op.value for op in Operation], action="append",
                    help="only this operation (repeatable; default all)")  # fmt: skip
+    p.add_argument("--profile", choices=sorted(PROFILES), default=MIXED.name,
+                   help="mixed: some inputs invalid on purpose (default); valid: none invalid on purpose")  # fmt: skip
     p.add_argument("--libvirt-uri", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
     p.add_argument("--time-limit", type=_positive_float, default=None, metavar="SECONDS",
                    help="stop drawing new examples after this many seconds")  # fmt: skip
@@ -97,6 +100,7 @@ def main(
         machines=tuple(args.machine or MACHINE_FAMILIES),
         operations=tuple(Operation(op) for op in args.operation) if args.operation else tuple(Operation),
         time_limit=args.time_limit,
+        profile=PROFILES[args.profile],
         shrink_budget=args.shrink_budget,
         max_written=args.max_written,
     )

@@ -23,7 +23,7 @@ from pytest_pcie.cases import Operation
 from pytest_pcie.fuzz.differ import Comparison, Verdict, compare, mask
 from pytest_pcie.fuzz.example import Example
 from pytest_pcie.fuzz.shrink import DEFAULT_BUDGET, shrink
-from pytest_pcie.fuzz.strategies import MACHINES, OPERATIONS, examples
+from pytest_pcie.fuzz.strategies import MACHINES, MIXED, OPERATIONS, Profile, examples
 from pytest_pcie.fuzz.writer import write_disagreement
 
 DEFAULT_MAX_WRITTEN = 25
@@ -88,7 +88,8 @@ class PassOptions:
     time_limit: float | None = None
     shrink_budget: int = DEFAULT_BUDGET
     max_written: int = DEFAULT_MAX_WRITTEN
-    strategy: st.SearchStrategy[Example] | None = None  # default: strategies.examples(machines, operations)
+    profile: Profile = MIXED
+    strategy: st.SearchStrategy[Example] | None = None  # default: examples(machines, operations, profile)
 
 
 def run_pass(
@@ -113,7 +114,9 @@ def run_pass(
             say(f"[{done:>5}/{options.examples}] agreed {total.agreed}, disagreed {total.disagreed}, "
                 f"crashed {total.crashed} ({time.monotonic() - started:.1f} s)")  # fmt: skip
 
-    strategy = options.strategy if options.strategy is not None else examples(options.machines, options.operations)
+    strategy = options.strategy
+    if strategy is None:
+        strategy = examples(options.machines, options.operations, options.profile)
     configure = settings(
         max_examples=options.examples,
         database=None,

@@ -11,6 +11,7 @@ host.  Frequencies are data (:data:`WEIGHTS`, :data:`CONTROLLER_WEIGHTS`) rather
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
@@ -52,9 +53,41 @@ CONTROLLER_WEIGHTS: dict[str, dict[str, int]] = {
 }  # fmt: skip
 
 
-def kinds_for(machine: str, *, live: bool) -> list[Kind]:
+@dataclass(frozen=True)
+class Profile:
+    """How often inputs are invalid on purpose, in percent; ``avoid`` lists kinds never drawn, by machine.
+
+    Random explicit addresses can still be refused under any profile (a slot on a root port's bus,
+    a bus that does not take the device): those are not deliberate, and libvirt must agree on them.
+    """
+
+    name: str
+    bad_address: int  # an address out of range for any bus
+    foreign_controller: int  # a PCI controller model the machine's users would not write
+    wrong_root: int  # of explicit root controllers, the other machine's
+    hotplug_off_misplaced: int  # hotplug='off' on a model that does not take it
+    odd_second_video: int  # a second video that may only be primary
+    duplicate_singleton: int  # a second watchdog, vsock, iommu or IDE cdrom
+    live_not_hotpluggable: int  # a live step of a kind libvirt cannot hotplug
+    live_controller: int  # a live (or offline) step attaching a PCI controller
+    avoid: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+MIXED = Profile("mixed", bad_address=2, foreign_controller=10, wrong_root=15, hotplug_off_misplaced=2,
+                odd_second_video=10, duplicate_singleton=10, live_not_hotpluggable=8, live_controller=3)
+# No deliberate mistakes and none of the kinds libvirt refuses outright (IDE on q35, virtiofs without
+# shared memory, usb none beside USB controllers): what disagrees is placement or a natural refusal.
+VALID = Profile("valid", 0, 0, 0, 0, 0, 0, 0, 0,
+                avoid={"pc": frozenset({"fs-virtiofs", "usb-none"}),
+                       "q35": frozenset({"fs-virtiofs", "usb-none", "cdrom-ide"})})
+PROFILES = {profile.name: profile for profile in (MIXED, VALID)}  # fmt: skip
+
+
+def kinds_for(machine: str, *, live: bool, profile: Profile = MIXED) -> list[Kind]:
     """The catalogue rows that may appear in an example for ``machine`` (startable only when ``live``)."""
-    return [kind for kind in KINDS.values() if machine in kind.machines and (kind.startable or not live)]
+    avoid = profile.avoid.get(machine, frozenset())
+    return [kind for kind in KINDS.values()
+            if machine in kind.machines and (kind.startable or not live) and kind.name not in avoid]  # fmt: skip
 
 
 def weighted(choices: Sequence[str], weights: dict[str, int], default: int = 1) -> st.SearchStrategy[str]:
@@ -69,7 +102,7 @@ def chance(percent: int) -> st.SearchStrategy[bool]:
 
 
 @st.composite
-def addresses(draw: st.DrawFn) -> Address | None:
+def addresses(draw: st.DrawFn, profile: Profile = MIXED) -> Address | None:
     """Mostly none; otherwise full, partial or (rarely) out-of-range PCI addresses."""
     roll = draw(st.integers(0, 99))
     if roll < 78:
@@ -79,7 +112,7 @@ def addresses(draw: st.DrawFn) -> Address | None:
     slot = draw(st.integers(0, 0x1F))
     if roll < 92:
         return Address(0, bus, slot, function)
-    if roll < 98:
+    if roll < 100 - profile.bad_address:
         keep = draw(st.lists(st.sampled_from(["bus", "slot", "function"]), min_size=1, max_size=2, unique=True))
         return Address(
             bus=bus if "bus" in keep else None,
@@ -91,57 +124,62 @@ def addresses(draw: st.DrawFn) -> Address | None:
 
 
 @st.composite
-def pci_controllers(draw: st.DrawFn, machine: str) -> Device:
+def pci_controllers(draw: st.DrawFn, machine: str, profile: Profile = MIXED) -> Device:
     """A user PCI controller: model, optional index, optional ``hotplug='off'`` and address."""
     weights = CONTROLLER_WEIGHTS[machine]
-    model = draw(weighted(PCI_CONTROLLER_MODELS, weights, default=0 if draw(chance(90)) else 1))
+    foreign = draw(chance(profile.foreign_controller))
+    model = draw(weighted(PCI_CONTROLLER_MODELS, weights, default=1 if foreign else 0))
     index = draw(st.one_of(st.none(), st.integers(1, 8)))
-    hotplug_off = draw(chance(25 if hotplug_target_allowed(model) else 2))
-    address = draw(addresses()) if draw(chance(30)) else None
+    hotplug_off = draw(chance(25 if hotplug_target_allowed(model) else profile.hotplug_off_misplaced))
+    address = draw(addresses(profile)) if draw(chance(30)) else None
     return Device(PCI_CONTROLLER, 0, address, model=model, index=index, hotplug_off=hotplug_off)
 
 
 @st.composite
-def endpoints(draw: st.DrawFn, machine: str, *, live: bool, hotplug: bool = False) -> Device:
+def endpoints(draw: st.DrawFn, machine: str, *, live: bool, hotplug: bool = False, profile: Profile = MIXED) -> Device:
     """One non-controller device for ``machine``; ``hotplug`` favours kinds libvirt can hotplug."""
-    rows = kinds_for(machine, live=live)
-    if hotplug and draw(chance(92)):
+    rows = kinds_for(machine, live=live, profile=profile)
+    if hotplug and not draw(chance(profile.live_not_hotpluggable)):
         rows = [kind for kind in rows if kind.hotplug]
     name = draw(weighted([kind.name for kind in rows], WEIGHTS))
-    address = draw(addresses()) if KINDS[name].addressable else None
+    address = draw(addresses(profile)) if KINDS[name].addressable else None
     return Device(name, 0, address)
 
 
 @st.composite
-def domain_devices(draw: st.DrawFn, machine: str, *, live: bool) -> list[Device]:
+def domain_devices(draw: st.DrawFn, machine: str, *, live: bool, profile: Profile = MIXED) -> list[Device]:
     """The devices of an input domain, in the order they are written."""
-    devices = draw(st.lists(endpoints(machine, live=live), max_size=10))
+    devices = draw(st.lists(endpoints(machine, live=live, profile=profile), max_size=10))
     if draw(chance(30)):  # a burst of one NIC model, as management applications write them
         model = draw(weighted([kind for kind in NIC_KINDS if kind in KINDS], WEIGHTS))
-        devices += [Device(model, 0, draw(addresses())) for _ in range(draw(st.integers(2, 8)))]
-    devices += draw(st.lists(pci_controllers(machine), max_size=3)) if draw(chance(35)) else []
+        devices += [Device(model, 0, draw(addresses(profile))) for _ in range(draw(st.integers(2, 8)))]
+    devices += draw(st.lists(pci_controllers(machine, profile), max_size=3)) if draw(chance(35)) else []
     if draw(chance(8)):
-        model = ROOT_MODELS[machine] if draw(chance(85)) else draw(st.sampled_from(sorted(ROOT_MODELS.values())))
+        wrong = draw(chance(profile.wrong_root))
+        model = draw(st.sampled_from(sorted(ROOT_MODELS.values()))) if wrong else ROOT_MODELS[machine]
         devices.append(Device(PCI_CONTROLLER, 0, None, model=model, index=0))
     videos = draw(st.sampled_from([0, 0, 0, 1, 1, 2]))
     if videos:
-        devices.append(Device(draw(st.sampled_from(PRIMARY_VIDEOS)), 0, draw(addresses())))
+        devices.append(Device(draw(st.sampled_from(PRIMARY_VIDEOS)), 0, draw(addresses(profile))))
     if videos > 1:
-        second = SECONDARY_VIDEOS if draw(chance(90)) else PRIMARY_VIDEOS
-        devices.append(Device(draw(st.sampled_from(second)), 0, draw(addresses())))
+        second = PRIMARY_VIDEOS if draw(chance(profile.odd_second_video)) else SECONDARY_VIDEOS
+        devices.append(Device(draw(st.sampled_from(second)), 0, draw(addresses(profile))))
+    allowed = {kind.name for kind in kinds_for(machine, live=live, profile=profile)}
     for name, percent in SINGLETONS.items():
-        allowed = machine in KINDS[name].machines and (KINDS[name].startable or not live)
-        copies = (1 + draw(chance(10))) if allowed and draw(chance(percent)) else 0
-        devices += [Device(name, 0, draw(addresses()) if KINDS[name].addressable else None) for _ in range(copies)]
-    if draw(chance(45)):
+        copies = (1 + draw(chance(profile.duplicate_singleton))) if name in allowed and draw(chance(percent)) else 0
+        devices += [Device(name, 0, draw(addresses(profile)) if KINDS[name].addressable else None)
+                    for _ in range(copies)]  # fmt: skip
+    if "usb-none" in allowed and draw(chance(45)):
         devices.append(Device("usb-none", 0))
     if draw(chance(60)):
-        devices.append(Device(draw(st.sampled_from(BALLOONS)), 0, draw(addresses())))
+        devices.append(Device(draw(st.sampled_from(BALLOONS)), 0, draw(addresses(profile))))
     return draw(st.permutations(devices)) if devices else []
 
 
 @st.composite
-def steps_for(draw: st.DrawFn, machine: str, operation: Operation, present: list[Device]) -> list[Step]:
+def steps_for(
+    draw: st.DrawFn, machine: str, operation: Operation, present: list[Device], profile: Profile = MIXED
+) -> list[Step]:
     """Attach (and, offline, detach) steps; a detach names a device the domain holds at that point."""
     if operation is Operation.DEFINE:
         return []
@@ -154,10 +192,10 @@ def steps_for(draw: st.DrawFn, machine: str, operation: Operation, present: list
             holding = [held for held in holding if held is not device]
             steps.append(Step(Action.DETACH, device))
             continue
-        if draw(chance(3)):
-            device = draw(pci_controllers(machine))
+        if draw(chance(profile.live_controller)):
+            device = draw(pci_controllers(machine, profile))
         else:
-            device = draw(endpoints(machine, live=live, hotplug=live))
+            device = draw(endpoints(machine, live=live, hotplug=live, profile=profile))
         steps.append(Step(Action.ATTACH, device))
         if KINDS.get(device.kind) is not None and KINDS[device.kind].detachable:
             holding.append(device)
@@ -186,12 +224,15 @@ def _with_n(device: Device, n: int) -> Device:
 
 @st.composite
 def examples(
-    draw: st.DrawFn, machines: Sequence[str] = MACHINES, operations: Sequence[Operation] = OPERATIONS
+    draw: st.DrawFn,
+    machines: Sequence[str] = MACHINES,
+    operations: Sequence[Operation] = OPERATIONS,
+    profile: Profile = MIXED,
 ) -> Example:
     """A whole example: machine, operation, input devices and steps."""
     machine = draw(st.sampled_from(list(machines)))
     operation = draw(st.sampled_from(list(operations)))
-    devices = draw(domain_devices(machine, live=operation.live))
-    steps = draw(steps_for(machine, operation, devices))
+    devices = draw(domain_devices(machine, live=operation.live, profile=profile))
+    steps = draw(steps_for(machine, operation, devices, profile))
     numbered_devices, numbered_steps = numbered(devices, steps)
     return Example(machine, operation, numbered_devices, numbered_steps)
