@@ -25,35 +25,48 @@ from pytest_pcie.reference.tables import (
 MAX_SLOT = 31
 MAX_FUNCTION = 7
 
-
-@dataclass
-class Slot:
-    functions: int = 0  # bit n set: function n reserved
-    aggregate: bool = False  # first occupant was a root port: more may share the slot
+# Plain-int copies of the flags the next-free search tests for every bus: enum arithmetic is an
+# order of magnitude slower, and the search runs once per device.
+_INTEGRATED = int(Connect.INTEGRATED)
+_AUTOASSIGN = int(Connect.AUTOASSIGN)
+_HOTPLUGGABLE = int(Connect.HOTPLUGGABLE)
+_AGGREGATE = int(Connect.AGGREGATE_SLOT)
+_TYPES = int(TYPES_MASK)
+_ENDPOINTS = int(ENDPOINT_TYPES)
+_PCI_BRIDGE = int(Connect.PCI_BRIDGE)
+_PCI_DEVICE = int(Connect.PCI_DEVICE)
+_NEEDS_ROOT_PORT = int(Connect.PCIE_DEVICE | Connect.PCIE_SWITCH_UPSTREAM_PORT)
 
 
 @dataclass
 class Bus:
-    """One bus: what it accepts and its slots."""
+    """One bus: what it accepts and its slots.
+
+    ``functions[slot]`` has bit n set when function n of the slot is reserved; bit ``slot`` of
+    ``aggregate`` is set when the slot's first occupant was a root port (more may share it).
+    ``hints`` remembers, per kind of search, the lowest slot that may still fit (slots only fill).
+    """
 
     model: str | None = None
-    flags: Connect = NONE
+    flags: int = 0  # Connect bits, as a plain int (see _fits)
     min_slot: int = 0
     max_slot: int = MAX_SLOT
-    slots: list[Slot] = field(default_factory=lambda: [Slot() for _ in range(MAX_SLOT + 1)])
+    functions: list[int] = field(default_factory=lambda: [0] * (MAX_SLOT + 1))
+    aggregate: int = 0
+    hints: dict[tuple[bool, int | None], int] = field(default_factory=dict)
 
     def set_model(self, model: str, hotplug: bool) -> None:
         row = CONTROLLER_MODELS[model]
         self.model = model
-        self.flags = row.accepts | (Connect.HOTPLUGGABLE if hotplug and row.hotplug else NONE)
+        self.flags = int(row.accepts | (Connect.HOTPLUGGABLE if hotplug and row.hotplug else NONE))
         self.min_slot = row.min_slot
         self.max_slot = row.max_slot
 
     def fully_reserved(self) -> bool:
-        return all(self.slots[slot].functions for slot in range(self.min_slot, self.max_slot + 1))
+        return all(self.functions[self.min_slot : self.max_slot + 1])
 
     def empty(self) -> bool:
-        return not any(self.slots[slot].functions for slot in range(self.min_slot, self.max_slot + 1))
+        return not any(self.functions[self.min_slot : self.max_slot + 1])
 
 
 def flags_compatible(
@@ -92,6 +105,24 @@ def flags_compatible(
     return None
 
 
+def _fits(bus_flags: int, device_flags: int, bus_number: int, from_config: bool = False) -> bool:
+    """flags_compatible without building messages (the hot path: once per bus searched)."""
+    if device_flags & _INTEGRATED:
+        if bus_number != 0:
+            return False
+        bus_flags |= _AUTOASSIGN
+    if from_config:
+        if bus_flags & _ENDPOINTS:
+            bus_flags |= _ENDPOINTS
+        if device_flags & _PCI_BRIDGE:
+            device_flags |= _PCI_DEVICE
+    elif device_flags & _AUTOASSIGN and not bus_flags & _AUTOASSIGN:
+        return False
+    if device_flags & _HOTPLUGGABLE and not bus_flags & _HOTPLUGGABLE:
+        return False
+    return bool(device_flags & bus_flags & _TYPES)
+
+
 class AddressSet:
     """The buses of a domain and what is reserved on them.
 
@@ -102,6 +133,9 @@ class AddressSet:
     def __init__(self, buses: list[Bus], dry_run: bool) -> None:
         self.buses = buses
         self.dry_run = dry_run
+        # (flags, function) -> the first bus that may still have room for such a device.  Slots
+        # only ever fill up while addresses are assigned, so a bus that had no room stays full.
+        self._first_bus: dict[tuple[int, int | None], int] = {}
 
     @property
     def count(self) -> int:
@@ -114,6 +148,15 @@ class AddressSet:
 
         ``shown`` is the address messages name, when it differs (libvirt formats the address before
         growth bumps it)."""
+        buses = self.buses
+        if (
+            buses
+            and address.domain == 0
+            and address.bus < len(buses)
+            and _fits(buses[address.bus].flags, int(flags), address.bus, from_config)
+            and buses[address.bus].min_slot <= address.slot <= buses[address.bus].max_slot
+        ):
+            return  # the common case, without formatting any message
         text = str(shown or address)
         category = "XML error" if from_config else "internal error"
         if not self.buses:
@@ -125,7 +168,7 @@ class AddressSet:
                 f"{category}: Invalid PCI address {text}. Only PCI buses up to {len(self.buses) - 1} are available"
             )
         bus = self.buses[address.bus]
-        problem = flags_compatible(address, bus.flags, flags, from_config, text)
+        problem = flags_compatible(address, Connect(bus.flags), flags, from_config, text)
         if problem is not None:
             raise LibvirtError(f"{category}: {problem}")
         if bus.min_slot and address.slot < bus.min_slot:
@@ -134,7 +177,7 @@ class AddressSet:
             raise LibvirtError(f"{category}: Invalid PCI address {text}. slot must be <= {bus.max_slot}")
 
     def in_use(self, address: PciAddress) -> bool:
-        return bool(self.buses[address.bus].slots[address.slot].functions)
+        return bool(self.buses[address.bus].functions[address.slot])
 
     # -- reservations -------------------------------------------------------------------------
 
@@ -144,20 +187,24 @@ class AddressSet:
         Returns the address reserved: in a dry run, growing by a root port + pcie-to-pci-bridge pair
         moves the address one bus up (libvirt bumps even a user-written address this way)."""
         requested = address
-        if self.dry_run:
+        if self.dry_run and address.bus >= len(self.buses):
             address = self.grow(address, flags)
         self.validate(address, flags, from_config, requested)
-        slot = self.buses[address.bus].slots[address.slot]
-        if slot.functions & (1 << address.function):
+        bus = self.buses[address.bus]
+        used = bus.functions[address.slot]
+        if used & (1 << address.function):
             category = "XML error" if from_config else "internal error"
             raise LibvirtError(f"{category}: Attempted double use of PCI Address {requested}")
-        if not slot.functions and flags & Connect.AGGREGATE_SLOT:
-            slot.aggregate = True
-        slot.functions |= 1 << address.function
+        if not used and int(flags) & _AGGREGATE:
+            bus.aggregate |= 1 << address.slot
+        bus.functions[address.slot] = used | 1 << address.function
         return address
 
     def release(self, address: PciAddress) -> None:
-        self.buses[address.bus].slots[address.slot].functions &= ~(1 << address.function)
+        bus = self.buses[address.bus]
+        bus.functions[address.slot] &= ~(1 << address.function)
+        bus.hints.clear()
+        self._first_bus.clear()
 
     def reserve_next(self, flags: Connect, function: int | None = None) -> PciAddress:
         """Find and reserve the next free address for a device with ``flags`` (function None = any)."""
@@ -169,13 +216,17 @@ class AddressSet:
         if not self.buses:
             raise LibvirtError("XML error: No PCI buses available")
         want = 0 if function is None else function
-        for number, bus in enumerate(self.buses):
-            probe = PciAddress(0, number, bus.min_slot, want)
-            if flags_compatible(probe, bus.flags, flags, False) is not None:
+        wanted = int(flags)
+        key = (wanted, function)
+        for number in range(self._first_bus.get(key, 0), len(self.buses)):
+            bus = self.buses[number]
+            if not _fits(bus.flags, wanted, number):
                 continue
-            found = self._free_on_bus(bus, number, flags, function)
+            found = self._free_on_bus(bus, number, wanted, function)
             if found is not None:
+                self._first_bus[key] = number
                 return found
+        self._first_bus[key] = len(self.buses)
         if self.dry_run:
             target = PciAddress(0, len(self.buses), 0, want)
             target = self.grow(target, flags)
@@ -183,19 +234,26 @@ class AddressSet:
         raise LibvirtError("internal error: No more available PCI slots")
 
     @staticmethod
-    def _free_on_bus(bus: Bus, number: int, flags: Connect, function: int | None) -> PciAddress | None:
+    def _free_on_bus(bus: Bus, number: int, flags: int, function: int | None) -> PciAddress | None:
         want = 0 if function is None else function
-        for slot_number in range(bus.min_slot, bus.max_slot + 1):
-            slot = bus.slots[slot_number]
-            if not slot.functions:
+        aggregating = bool(flags & _AGGREGATE)
+        key = (aggregating, function)
+        functions = bus.functions
+        for slot_number in range(max(bus.min_slot, bus.hints.get(key, 0)), bus.max_slot + 1):
+            used = functions[slot_number]
+            if not used:
+                bus.hints[key] = slot_number
                 return PciAddress(0, number, slot_number, want)
-            if flags & Connect.AGGREGATE_SLOT and slot.aggregate:
-                if not slot.functions & (1 << want):
+            if aggregating and bus.aggregate & (1 << slot_number):
+                if not used & (1 << want):
+                    bus.hints[key] = slot_number
                     return PciAddress(0, number, slot_number, want)
                 if function is None:
                     for candidate in range(MAX_FUNCTION + 1):
-                        if not slot.functions & (1 << candidate):
+                        if not used & (1 << candidate):
+                            bus.hints[key] = slot_number
                             return PciAddress(0, number, slot_number, candidate)
+        bus.hints[key] = bus.max_slot + 1
         return None
 
     # -- growth (dry run only) ----------------------------------------------------------------
@@ -208,13 +266,14 @@ class AddressSet:
         if add <= 0:
             return address
         pair = False
-        if flags & Connect.PCI_DEVICE:
+        wanted = int(flags)
+        if wanted & _PCI_DEVICE:
             model = "pci-bridge"
-            pair = not any(bus.flags & Connect.PCI_BRIDGE for bus in self.buses)
+            pair = not any(bus.flags & int(Connect.PCI_BRIDGE) for bus in self.buses)
             if pair and add == 1:
                 add += 1
                 address = PciAddress(address.domain, address.bus + 1, address.slot, address.function)
-        elif flags & (Connect.PCIE_DEVICE | Connect.PCIE_SWITCH_UPSTREAM_PORT):
+        elif wanted & _NEEDS_ROOT_PORT:
             model = "pcie-root-port"
         else:
             existing = next((name for bit, name in CONNECT_TO_MODEL if flags & bit), None)
@@ -231,7 +290,7 @@ class AddressSet:
         first = 0
         if pair:
             new[0].set_model("pcie-root-port", True)
-            new[0].flags = Connect.PCIE_TO_PCI_BRIDGE
+            new[0].flags = int(Connect.PCIE_TO_PCI_BRIDGE)
             new[1].set_model("pcie-to-pci-bridge", True)
             first = 2
         for bus in new[first:]:

@@ -17,7 +17,7 @@ from pytest_pcie.reference.defaults import new_controller
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, device_class, fill_flags
 from pytest_pcie.reference.machine import Chipset
-from pytest_pcie.reference.model import Device, PciAddress, write_pci_address
+from pytest_pcie.reference.model import Device, PciAddress, child, write_pci_address
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_MODELS, USB2_FUNCTIONS, Connect
 
@@ -57,7 +57,7 @@ def assign_addresses(domain: Domain) -> None:
     _assign_classes(domain, addresses)
     set_multifunction(domain)
     for device in domain.all_devices():
-        if device.address_type == "pci" and device.address is not None:
+        if device.address_type == "pci" and device.address is not None and not device.written:
             write_pci_address(device)  # partial user addresses are stored in full
     fill_controller_defaults(domain)
     check_usb_indexes(domain)
@@ -88,10 +88,11 @@ def _plan(domain: Domain, buses: int, max_index: int) -> int:
     _assign_classes(domain, addresses)
     if max_index <= 0 and addresses.count > max_index + 1 and domain.has_pcie_root:
         addresses.reserve_next(PCIE_FLAGS)  # the spare root port for hotplug
+    existing = {controller.index for controller in domain.pci_controllers()}
     index = 1
     while index < addresses.count:
         model = addresses.buses[index].model
-        if domain.controller("pci", index) is None and model is not None:
+        if index not in existing and model is not None:
             controller = new_controller(domain, "pci", index, model)
             controller.flags = connect_flags(controller, NONE)
             if model not in ROOT_MODELS:
@@ -111,7 +112,7 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
             )
         if controller.model not in _KNOWN_BUS_MODELS:
             raise LibvirtError("internal error: PCI controller model was not set correctly")
-        target = controller.element.find("target")
+        target = child(controller.element, "target")
         hotplug = target is None or target.get("hotplug") != "off"
         buses[controller.index].set_model(controller.model, hotplug)
     if buses and buses[0].model in (None, "pci-root"):
@@ -126,7 +127,7 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
             continue
         assert device.address is not None
         if _is_piix3_integrated(device):
-            if not addresses.buses[0].flags & Connect.PCI_DEVICE:
+            if not addresses.buses[0].flags & int(Connect.PCI_DEVICE):
                 raise LibvirtError("internal error: Bus 0 must be PCI for integrated PIIX3 USB or IDE controllers")
             continue
         reserved = addresses.reserve(device.address, device.flags or Connect.PCI_DEVICE)
@@ -254,8 +255,9 @@ def _place_primary_video(domain: Domain, addresses: AddressSet, flags: Connect) 
 
 def _assign_classes(domain: Domain, addresses: AddressSet) -> None:
     """Give each device wanting an address the next free one, class by class (tables.CLASS_ORDER)."""
+    members = _class_members(domain)
     for klass in CLASS_ORDER:
-        for device in _members(domain, klass):
+        for device in members.get(klass, ()):
             if not device.wants_pci_address:
                 if klass == "disk" and not device.has_pci_address and device.address_type not in _DISK_OTHER_BUSES:
                     raise LibvirtError(
@@ -268,20 +270,22 @@ def _assign_classes(domain: Domain, addresses: AddressSet) -> None:
             _reserve_next(addresses, device)
 
 
-def _members(domain: Domain, klass: str) -> Iterator[Device]:
-    if klass in ("pci-controller", "controller"):
-        for controller in domain.controllers:
-            if device_class(controller) == klass and _controller_wants_slot(controller):
-                yield controller
-        return
+def _class_members(domain: Domain) -> dict[str, list[Device]]:
+    """The devices of each class that take part in the ordered assignment, in list order."""
+    members: dict[str, list[Device]] = {}
+    for controller in domain.controllers:
+        if _controller_wants_slot(controller):
+            members.setdefault(device_class(controller), []).append(controller)
     for device in domain.devices:
-        if device_class(device) != klass or device.model in SKIPPED_MODELS.get(klass, frozenset()):
+        klass = device_class(device)
+        if device.model in SKIPPED_MODELS.get(klass, frozenset()):
             continue
         if klass == "disk" and device.extra.get("bus") != "virtio":
             continue
         if not device.flags and klass in _FLAGLESS_SKIPPED:
             continue
-        yield device
+        members.setdefault(klass, []).append(device)
+    return members
 
 
 # Classes whose devices libvirt only addresses when they are PCI models at all (others are

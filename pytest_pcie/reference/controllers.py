@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lxml import etree
-
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.model import Device, parse_int
+from pytest_pcie.reference.model import Device, child, parse_int
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.tables import CONTROLLER_MODELS, MODEL_NAMES, Target
 
@@ -46,12 +44,12 @@ class Options:
 
     @classmethod
     def read(cls, controller: Device) -> Options:
-        model = controller.element.find("model")
+        model = child(controller.element, "model")
         name = model.get("name") if model is not None else None
         if name is not None and name not in MODEL_NAMES:
             raise LibvirtError(f"XML error: Unknown PCI controller model name '{name}'")
         values: dict[str, int | str] = {}
-        target = controller.element.find("target")
+        target = child(controller.element, "target")
         if target is not None:
             for attribute, _ in TARGET_ATTRIBUTES:
                 raw = target.get(attribute)
@@ -59,10 +57,10 @@ class Options:
                     continue
                 option = OPTION_OF_ATTRIBUTE.get(attribute, attribute)
                 values[option] = raw if attribute == "hotplug" else (parse_int(raw, f"{attribute} attribute") or 0)
-            node = target.find("node")
+            node = child(target, "node")
             if node is not None and node.text:
                 values["numaNode"] = int(node.text.strip())
-        if controller.element.find("pcihole64") is not None:
+        if child(controller.element, "pcihole64") is not None:
             values["pcihole64"] = 1
         return cls(name, values)
 
@@ -73,7 +71,8 @@ def apply_defaults(domain: Domain) -> None:
         row = CONTROLLER_MODELS.get(controller.model)
         if row is None:
             continue
-        options = Options.read(controller)
+        # controllers the assigner created have no settings yet: nothing to read back
+        options = Options(None, {}) if controller.implicit else Options.read(controller)
         if options.model_name is None and row.model_name is not None:
             options.model_name = row.model_name
         address = controller.address
@@ -116,18 +115,18 @@ def _new_bus_nr(domain: Domain) -> int | None:
 
 def _write(controller: Device, options: Options) -> None:
     element = controller.element
-    old_model = element.find("model")
+    old_model = child(element, "model")
     if options.model_name is not None:
         if old_model is None:
-            old_model = etree.Element("model")
+            old_model = element.makeelement("model", {})
             element.insert(0, old_model)
         old_model.set("name", options.model_name)
-    old_target = element.find("target")
-    node = old_target.find("node") if old_target is not None else None
+    old_target = child(element, "target")
+    node = child(old_target, "node") if old_target is not None else None
     attributes = {OPTION_OF_ATTRIBUTE.get(name, name): name for name, _ in TARGET_ATTRIBUTES}
     if not any(option in options.values for option in attributes) and node is None:
         return
-    target = etree.Element("target")
+    target = element.makeelement("target", {})
     for attribute, hexadecimal in TARGET_ATTRIBUTES:
         option = OPTION_OF_ATTRIBUTE.get(attribute, attribute)
         if option not in options.values:
@@ -143,7 +142,7 @@ def _write(controller: Device, options: Options) -> None:
         old_target.addprevious(target)
         element.remove(old_target)
     else:
-        model = element.find("model")
+        model = child(element, "model")
         if model is not None:
             model.addnext(target)
         else:

@@ -66,13 +66,15 @@ def _set_index(controller: Device, index: int | None) -> None:
 
 def new_controller(domain: Domain, ctype: str, index: int, model: str | None) -> Device:
     """Append a controller libvirt creates itself (it goes to the end of the controller list)."""
-    element = etree.Element("controller")
-    element.set("type", ctype)
-    element.set("index", str(index))
+    attributes = {"type": ctype, "index": str(index)}
     if model is not None:
-        element.set("model", model)
-    device = read_device(element)
-    device.implicit = True
+        attributes["model"] = model
+    element = domain.devices_element.makeelement("controller", attributes)
+    if ctype == "pci" and model is not None:
+        device = Device(element, "controller", model, ctype, index, implicit=True)  # nothing else to read
+    else:
+        device = read_device(element)
+        device.implicit = True
     _place_controller_element(domain, element)
     domain.controllers.append(device)
     return device
@@ -108,9 +110,7 @@ def _add_implicit_inputs(domain: Domain) -> None:
         )
         if present:
             continue
-        element = etree.Element("input")
-        element.set("type", kind)
-        element.set("bus", "ps2")
+        element = domain.devices_element.makeelement("input", {"type": kind, "bus": "ps2"})
         insert_device(domain.devices_element, element)
         device = read_device(element)
         device.implicit = True
@@ -144,8 +144,7 @@ def _add_pci_root(domain: Domain) -> None:
 def _add_memballoon(domain: Domain) -> None:
     if any(device.kind == "memballoon" for device in domain.devices):
         return
-    element = etree.Element("memballoon")
-    element.set("model", "virtio")
+    element = domain.devices_element.makeelement("memballoon", {"model": "virtio"})
     insert_device(domain.devices_element, element)
     device = read_device(element)
     device.implicit = True
@@ -234,7 +233,7 @@ def _add_implicit_video(domain: Domain) -> None:
     has_graphics = any(device.kind == "graphics" for device in domain.devices)
     if not has_graphics or any(device.kind == "video" for device in domain.devices):
         return
-    element = etree.Element("video")
+    element = domain.devices_element.makeelement("video", {})
     model = etree.SubElement(element, "model")
     model.set("type", "cirrus")
     insert_device(domain.devices_element, element)

@@ -41,7 +41,7 @@ def connect_flags(device: Device, pcie: Connect) -> Connect:
         return _hostdev_flags(device, pcie)
     kind = f"controller:{device.ctype}" if device.kind == "controller" else device.kind
     link = device_link(kind, device.model)
-    flags = {Link.NONE: NONE, Link.PCI: PCI_FLAGS, Link.PCIE: pcie, Link.VIRTIO: pcie}[link]
+    flags = NONE if link is Link.NONE else PCI_FLAGS if link is Link.PCI else pcie
     if device.kind == "iommu" and flags:
         flags |= Connect.INTEGRATED
     return flags

@@ -16,6 +16,7 @@ from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.tables import FORMAT_ORDER, Connect
 
 Element = etree._Element
+NO_FLAGS = Connect(0)
 
 
 @dataclass(frozen=True, order=True)
@@ -54,8 +55,9 @@ class Device:
     address_type: str | None = None
     address: PciAddress | None = None
     multifunction: str | None = None
-    flags: Connect = field(default_factory=lambda: Connect(0))
+    flags: Connect = NO_FLAGS
     implicit: bool = False
+    written: bool = False  # the <address> element is already in libvirt's full spelling
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -76,6 +78,15 @@ class Device:
         if self.kind == "controller":
             return f"controller type={self.ctype} index={self.index} model={self.model}"
         return f"{self.kind} model={self.model}"
+
+
+def child(element: Element, tag: str) -> Element | None:
+    """The first child named ``tag``: a plain loop, several times faster than lxml's ``find`` (which
+    compiles a path) on the few children a device element has."""
+    for candidate in element:
+        if candidate.tag == tag:
+            return candidate
+    return None
 
 
 def parse_xml(text: str, what: str) -> Element:
@@ -129,21 +140,24 @@ def write_pci_address(device: Device) -> None:
     """Write ``device.address`` into its element as libvirt formats it."""
     address = device.address
     assert address is not None
-    old = device.element.find("address")
-    new = etree.Element("address")
-    new.set("type", "pci")
-    new.set("domain", f"0x{address.domain:04x}")
-    new.set("bus", f"0x{address.bus:02x}")
-    new.set("slot", f"0x{address.slot:02x}")
-    new.set("function", f"0x{address.function:x}")
+    old = child(device.element, "address") if device.address_type is not None else None
+    attributes = {
+        "type": "pci",
+        "domain": f"0x{address.domain:04x}",
+        "bus": f"0x{address.bus:02x}",
+        "slot": f"0x{address.slot:02x}",
+        "function": f"0x{address.function:x}",
+    }
     if device.multifunction is not None:
-        new.set("multifunction", device.multifunction)
+        attributes["multifunction"] = device.multifunction
+    new = device.element.makeelement("address", attributes)  # same document: no new xmlDoc
     if old is not None:
         old.addprevious(new)
         device.element.remove(old)
     else:
         device.element.append(new)
     device.address_type = "pci"
+    device.written = True
 
 
 def insert_device(devices: Element, element: Element) -> None:

@@ -15,7 +15,7 @@ from lxml import etree
 
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset, canonical, chipset_of
-from pytest_pcie.reference.model import Device, Element, parse_int, parse_xml, read_pci_address
+from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
 
 # Device elements the reference tracks; everything else in <devices> is carried along untouched.
 TRACKED = frozenset(
@@ -206,7 +206,7 @@ def disk_index(name: str) -> int:
 
 
 def _read_address(device: Device) -> None:
-    address = device.element.find("address")
+    address = child(device.element, "address")
     if address is None:
         return
     device.address_type = address.get("type")
@@ -221,7 +221,7 @@ def _model_attribute(device: Device) -> str:
 
 
 def _model_child(device: Device) -> str:
-    model = device.element.find("model")
+    model = child(device.element, "model")
     return (model.get("type") if model is not None else None) or "default"
 
 
@@ -241,7 +241,7 @@ def _interface_model(device: Device) -> str:
     def write(model: str) -> None:
         element = device.element.find("model")
         if element is None:
-            element = etree.Element("model")
+            element = device.element.makeelement("model", {})
             mac = device.element.find("mac")
             source = device.element.find("source")
             anchor = source if source is not None else mac

@@ -86,7 +86,8 @@ def _host_source(device: Device) -> tuple[int, ...] | None:
 def validate_device(device: Device, domain: Domain, position: int) -> None:
     """The validation of one device; ``position`` is its place among devices of its kind."""
     if device.is_pci_controller:
-        validate_controller(device)
+        if not device.implicit:  # the ones libvirt adds carry exactly the settings their model needs
+            validate_controller(device)
         return
     for rule in RULES:
         if rule.kind == device.kind and rule.refused(device, domain, position):
