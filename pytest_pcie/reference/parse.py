@@ -168,12 +168,18 @@ def insert_controller(controllers: list[Device], new: Device) -> None:
         current_index = -1 if current.index is None else current.index
         if current_index > new.index:
             insert_at = position
+        elif current_index == new.index and _is_companion(current) and not _is_companion(new):
+            insert_at = position  # a master USB controller goes before its companions
         elif insert_at == -1:
             insert_at = position + 1
     if insert_at == -1:
         controllers.append(new)
     else:
         controllers.insert(insert_at, new)
+
+
+def _is_companion(controller: Device) -> bool:
+    return controller.ctype == "usb" and controller.model in USB_COMPANION_MODELS
 
 
 def insert_disk(devices: list[Device], new: Device) -> None:
