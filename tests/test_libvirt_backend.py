@@ -176,6 +176,23 @@ def test_define_q35_one_virtio_nic(backend: LibvirtBackend, make_case: Callable[
     assert root.find("metadata") is None
 
 
+def test_define_q35_nic_with_default_devices(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
+    """With libvirt's default USB controller and balloon, each takes a root port of its own too."""
+    outcome = backend.run(make_case("define", f"<domain><devices>{VIRTIO_NIC}</devices></domain>"), "q35")
+    assert outcome.failure is None
+    assert outcome.domain_xml is not None
+    assert pci_layout(outcome.domain_xml) == [
+        ("controller", "usb0:qemu-xhci", "02:00.0"),
+        ("controller", "sata0:", "00:1f.2"),
+        ("controller", "pci1:pcie-root-port", "00:01.0"),
+        ("controller", "pci2:pcie-root-port", "00:01.1"),
+        ("controller", "pci3:pcie-root-port", "00:01.2"),
+        ("controller", "pci4:pcie-root-port", "00:01.3"),  # the spare port
+        ("interface", "user", "01:00.0"),  # NICs come before the USB controller and the balloon
+        ("memballoon", "virtio", "03:00.0"),
+    ]
+
+
 def test_define_pc_one_virtio_nic(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
     case = make_case("define", f"<domain><devices>{MIN}{VIRTIO_NIC}</devices></domain>", machine="pc")
     outcome = backend.run(case, "pc")
