@@ -23,7 +23,7 @@ from xmldiff import actions as xmldiff_actions
 from xmldiff import main as xmldiff_main
 
 from pytest_pcie.normalise import DEVICES_TAG, FAILURE_TAG
-from pytest_pcie.tree import render_tree
+from pytest_pcie.tree import render_tree, summary_line
 
 GOLDEN_SUFFIX = ".xml"
 MAX_EXPLANATION_LINES = 40
@@ -113,9 +113,15 @@ def describe_mismatch(expected: etree._Element, actual: etree._Element) -> list[
     """The indented report of a mismatch: what differs in words, then both topologies as trees."""
     explanation = explain(expected, actual) or ["(the documents differ only in ways not explained)"]
     lines = ["  " + line for line in _clip(explanation, MAX_EXPLANATION_LINES)]
-    lines += ["expected topology:"] + ["  " + line for line in _clip(render_tree(expected), MAX_TREE_LINES)]
-    lines += ["actual topology:"] + ["  " + line for line in _clip(render_tree(actual), MAX_TREE_LINES)]
+    for heading, document in (("expected topology:", expected), ("actual topology:", actual)):
+        lines += [heading, *_summary(document)] + ["  " + line for line in _clip(render_tree(document), MAX_TREE_LINES)]
     return lines
+
+
+def _summary(document: etree._Element) -> list[str]:
+    """The summary line first, so the counts survive when the tree below is clipped."""
+    line = summary_line(document)
+    return [f"  {line}"] if line else []
 
 
 def _clip(lines: list[str], limit: int) -> list[str]:
