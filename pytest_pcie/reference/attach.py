@@ -26,7 +26,7 @@ from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device, parse_xml, write_pci_address
 from pytest_pcie.reference.parse import Domain, insert_controller, insert_disk, load_domain, read_device
 from pytest_pcie.reference.tables import Connect
-from pytest_pcie.reference.validate import validate_device
+from pytest_pcie.reference.validate import check_disk_targets, validate_device
 
 # Device elements libvirt can parse as a device for attach/detach (virDomainDeviceType names).
 DEVICE_TAGS = frozenset(
@@ -234,7 +234,14 @@ def _live_input(domain: Domain, device: Device) -> None:
         raise LibvirtError(f"Operation not supported: input device on bus '{bus}' cannot be hot plugged.")
 
 
+def _live_disk(domain: Domain, device: Device) -> None:
+    for other in domain.devices:
+        if other.kind == "disk":
+            check_disk_targets(other, device)
+
+
 LIVE_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
+    "disk": _live_disk,
     "controller": _live_controller,
     "watchdog": _live_watchdog,
     "vsock": _live_vsock,

@@ -119,6 +119,8 @@ def load_domain(text: str) -> Domain:
     _primary_video_first(domain)
     _check_usb_none(domain)
     _check_usb_master(domain)
+    if sum(device.kind == "memballoon" for device in domain.devices) > 1:
+        raise LibvirtError("internal error: only a single memory balloon device is supported")
     return domain
 
 

@@ -62,17 +62,39 @@ def validate_domain(domain: Domain) -> None:
     message = unsupported_message(domain.machine)
     if message is not None:
         raise LibvirtError(message)
-    sources = [_host_source(device) for device in domain.devices if device.kind == "hostdev"]
-    if len([source for source in sources if source is not None]) != len({s for s in sources if s is not None}):
-        raise LibvirtError("XML error: Hostdev already exists in the domain configuration")
-    balloons = [device for device in domain.devices if device.kind == "memballoon"]
-    if len(balloons) > 1:
-        raise LibvirtError("internal error: only a single memory balloon device is supported")
     positions: dict[str, int] = {}
     for device in iterate_devices(domain):
         position = positions.get(device.kind, 0)
         positions[device.kind] = position + 1
         validate_device(device, domain, position)
+    disks = [device for device in domain.devices if device.kind == "disk"]
+    for number, disk in enumerate(disks):
+        for other in disks[number + 1 :]:
+            check_disk_targets(disk, other)
+    sources = [_host_source(device) for device in domain.devices if device.kind == "hostdev"]
+    if len([source for source in sources if source is not None]) != len({s for s in sources if s is not None}):
+        raise LibvirtError("XML error: Hostdev already exists in the domain configuration")
+
+
+def check_disk_targets(first: Device, second: Device) -> None:
+    """Two disks may not share a target name (virDomainDiskDefCheckDuplicateInfo)."""
+    target = first.extra.get("dev")
+    if target == second.extra.get("dev"):
+        raise LibvirtError(
+            f"XML error: target '{target}' duplicated for disk sources '{_disk_source(first)}' and "
+            f"'{_disk_source(second)}'"
+        )
+
+
+def _disk_source(disk: Device) -> str:
+    source = disk.element.find("source")
+    if source is None:
+        return "<null>"
+    for attribute in ("file", "dev", "dir", "name", "volume"):
+        value = source.get(attribute)
+        if value is not None:
+            return value
+    return "<null>"
 
 
 def _host_source(device: Device) -> tuple[int, ...] | None:
