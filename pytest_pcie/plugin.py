@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from pytest_pcie import golden
+from pytest_pcie import diffdir, golden
 from pytest_pcie.backends import (
     DEFAULT_BACKEND,
     DEFAULT_LIBVIRT_URI,
@@ -30,7 +30,7 @@ from pytest_pcie.cases import CASE_FILE, INPUT_FILE, Case, CaseError, load_case
 from pytest_pcie.divergences import Divergence, DivergenceError, load_divergences
 from pytest_pcie.normalise import normalise
 
-OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri")
+OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri", "pcie_diff_dir")
 WORKER_OUTPUT_KEY = "pcie"
 INCOMPLETE_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED)
@@ -65,6 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="URI",
         help=f"libvirt connection the libvirt backend uses; default {DEFAULT_LIBVIRT_URI}",
     )
+    group.addoption(
+        "--pcie-diff-dir",
+        dest="pcie_diff_dir",
+        default=None,
+        metavar="DIR",
+        help="for each failing case write DIR/<case id>/<machine>.expected.svg, .actual.svg and .html",
+    )
     parser.addini("pcie_cases", "folder of case folders, relative to the rootdir (setting it enables pytest-pcie)")
     parser.addini("pcie_goldens", "folder of goldens, relative to the rootdir", default="golden")
     parser.addini("pcie_known_divergences", "TOML file listing known backend divergences, relative to the rootdir")
@@ -82,6 +89,7 @@ class Settings:
     libvirt_uri: str
     update: bool
     prune: bool
+    diff_dir: Path | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -89,6 +97,7 @@ class Settings:
         asked = any(config.getoption(dest) not in (None, False) for dest in OPTION_DESTS)
         divergences = str(config.getini("pcie_known_divergences") or "")
         root = config.rootpath
+        diff_dir = config.getoption("pcie_diff_dir")
         return cls(
             enabled=asked or bool(cases),
             cases_root=(root / (cases or "cases")).resolve(),
@@ -98,6 +107,7 @@ class Settings:
             libvirt_uri=config.getoption("pcie_libvirt_uri") or DEFAULT_LIBVIRT_URI,
             update=bool(config.getoption("pcie_update_goldens")),
             prune=bool(config.getoption("pcie_prune_goldens")),
+            diff_dir=(config.invocation_params.dir / diff_dir).resolve() if diff_dir else None,
         )
 
 
@@ -392,7 +402,26 @@ class CaseItem(pytest.Item):
         else:
             problems += self._golden_problems(document)
         if problems:
-            raise PcieFailure("\n".join(problems))
+            raise PcieFailure("\n".join(problems + self._write_diff(document, problems)))
+
+    def _write_diff(self, actual: etree._Element, problems: list[str]) -> list[str]:
+        """Pictures for --pcie-diff-dir; a known divergence (xfail) needs no attention, so gets none.
+
+        Returns a line for the report when the pictures cannot be written: the verdict stands either way.
+        """
+        diff_dir = self.pcie.settings.diff_dir
+        if diff_dir is None or self.divergence is not None:
+            return []
+        try:
+            expected = golden.read_golden(self.golden_file) if self.golden_file.is_file() else None
+        except golden.GoldenError:
+            expected = None
+        backend = self.pcie.settings.backend_name
+        try:
+            diffdir.write_diff(diff_dir, self.case.case_id, self.machine, expected, actual, problems, backend)
+        except OSError as exc:
+            return [f"--pcie-diff-dir: cannot write to {diff_dir} ({exc.strerror}); pass a writable folder"]
+        return []
 
     def _expect_error_problems(self, message: str | None) -> list[str]:
         wanted = self.case.expect_error
