@@ -80,7 +80,7 @@ def parse_device(device_xml: str) -> Device:
     """One device element as libvirt's device parser reads it (post-parse defaults applied)."""
     element = parse_xml(device_xml, "device XML")
     if element.tag not in DEVICE_TAGS:
-        raise LibvirtError(f"XML error: unknown device type '{element.tag}'")
+        raise LibvirtError(f"unsupported configuration: unknown device type '{element.tag}'")
     return read_device(element)
 
 
