@@ -66,6 +66,7 @@ INDENT = 26
 MARGIN = 12
 PADDING = 6
 BANNER_WRAP = 96
+LEGEND_WIDTH = 600
 
 
 def render_svg(document: etree._Element, title: str | None = None) -> str:
@@ -170,11 +171,15 @@ def _legend(canvas: _Canvas, roots: list[Node]) -> None:
     entries = [(model, Style(CONTROLLER_FILL.get(model, DEFAULT_CONTROLLER_FILL))) for model in models]
     if any(node.kind is Kind.FREE for node in nodes):
         entries.append(("free hotplug slot", NODE_STYLE[Kind.FREE]))
+    limit = max(canvas.width, LEGEND_WIDTH)  # wrap rather than widen the picture for the legend
     x = float(MARGIN)
     for label, style in entries:
+        width = 24 + _text_width(label) + 16
+        if x > MARGIN and x + width > limit:
+            x, canvas.y = float(MARGIN), canvas.y + ROW
         canvas.box(x, canvas.y, 18, style, "legend")
         canvas.text(x + 24, canvas.y + 14, label)
-        x += 24 + _text_width(label) + 16
+        x += width
     if entries:
         canvas.y += ROW
 
