@@ -291,6 +291,21 @@ def test_attach_live_refused_first_step(backend: LibvirtBackend, make_case: Call
     assert "id=" in outcome.domain_xml.split(">", 1)[0]  # the running guest's XML
 
 
+def test_a_guest_that_cannot_start_is_step_0_start(backend: LibvirtBackend, make_case: Callable[..., Case]) -> None:
+    """define accepts a NIC on a network that does not exist; starting the guest does not."""
+    nic = "<interface type='network'><source network='pcie-no-such-net'/><model type='virtio'/></interface>"
+    outcome = backend.run(
+        make_case("attach-live", f"<domain><devices>{nic}</devices></domain>", [("attach", "nic.xml", VIRTIO_NIC)]),
+        "q35",
+    )
+    assert outcome.failure is not None
+    assert (outcome.failure.step, outcome.failure.label) == (0, "start")
+    assert outcome.failure.message == "Network not found: no network with matching name 'pcie-no-such-net'"
+    assert outcome.domain_xml is not None
+    assert " id=" not in outcome.domain_xml.split(">", 1)[0]  # the defined XML: no guest ever ran
+    assert ("interface", "network", "01:00.0") in pci_layout(outcome.domain_xml)
+
+
 @pytest.mark.parametrize("machine", ["q35", "pc"])
 def test_transient_start_gives_the_same_topology_as_define_and_start(backend: LibvirtBackend, machine: str) -> None:
     """The backend starts live cases as transient guests from the defined XML; a persistent
