@@ -60,7 +60,37 @@ def assign_addresses(domain: Domain) -> None:
         if device.address_type == "pci" and device.address is not None and not device.written:
             write_pci_address(device)  # partial user addresses are stored in full
     fill_controller_defaults(domain)
+    check_usb_devices(domain)
     check_usb_indexes(domain)
+
+
+def check_usb_devices(domain: Domain) -> None:
+    """USB devices need a USB controller; with ``model='none'`` they are refused (USB port assignment)."""
+    if any(controller.ctype == "usb" and controller.model != "none" for controller in domain.controllers):
+        return
+    devices = [*domain.controllers, *domain.devices]
+    if any(_is_usb_device(device) for device in devices):
+        raise LibvirtError(
+            "unsupported configuration: USB is disabled for this domain, but USB devices are present in the domain XML"
+        )
+
+
+# (element kind, attribute or "" for the model, value) of devices that sit on a USB port.
+USB_DEVICE_SIGNS: frozenset[tuple[str, str, str]] = frozenset(
+    {("hub", "type", "usb"), ("hostdev", "type", "usb"), ("disk", "bus", "usb"), ("controller", "type", "ccid"),
+     ("input", "bus", "usb"), ("serial", "", "usb-serial"), ("sound", "", "usb"), ("redirdev", "bus", "usb")}
+)
+
+
+def _is_usb_device(device: Device) -> bool:
+    for kind, attribute, value in USB_DEVICE_SIGNS:
+        if device.kind != kind:
+            continue
+        actual = device.extra.get("bus") if (kind, attribute) == ("disk", "bus") else (
+            device.element.get(attribute) if attribute else device.model)
+        if actual == value:
+            return True
+    return False
 
 
 def check_usb_indexes(domain: Domain) -> None:

@@ -220,6 +220,12 @@ def _disks_on(domain: Domain, bus: str) -> list[Device]:
     return [device for device in domain.devices if device.kind == "disk" and device.extra.get("bus") == bus]
 
 
+def disk_controller(disk: Device) -> int:
+    """The index of the controller a disk on a controller bus (scsi, ide, sata, fdc) is attached to."""
+    bus = disk.extra.get("bus", "")
+    return _drive_controller(disk, 0, bus)
+
+
 def _drive_controller(disk: Device, number: int, bus: str) -> int:
     """The controller index a disk's drive address names (libvirt derives it from the target name)."""
     if "drive-controller" in disk.extra:

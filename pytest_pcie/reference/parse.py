@@ -22,7 +22,7 @@ TRACKED = frozenset(
     {
         "disk", "controller", "filesystem", "interface", "sound", "hostdev", "memballoon", "rng", "watchdog",
         "video", "shmem", "input", "serial", "iommu", "vsock", "memory", "channel", "console", "smartcard",
-        "graphics",
+        "graphics", "hub", "redirdev",
     }
 )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pytest_pcie.reference.assign import iterate_devices
 from pytest_pcie.reference.controllers import validate_controller
+from pytest_pcie.reference.defaults import disk_controller
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset, unsupported_message
 from pytest_pcie.reference.model import Device
@@ -23,37 +24,56 @@ SECONDARY_VIDEO_MODELS = frozenset({"qxl", "virtio"})
 
 @dataclass(frozen=True)
 class Rule:
-    """A rejection: devices of ``kind`` for which ``refused(device, domain, position)`` holds get ``message``."""
+    """A rejection: devices of ``kind`` for which ``refused(device, domain, position)`` holds get
+    ``message(device, domain)``; ``position`` is the device's place among those of its kind."""
 
     kind: str
     refused: Callable[[Device, Domain, int], bool]
-    message: Callable[[Device], str]
+    message: Callable[[Device, Domain], str]
+
+
+def _ide_controller_refused(device: Device, domain: Domain, position: int) -> bool:
+    return device.ctype == "ide" and not (device.index == 0 and domain.chipset is Chipset.I440FX)
+
+
+def _ide_controller_message(device: Device, domain: Domain) -> str:
+    return "unsupported configuration: " + (
+        "Only a single IDE controller is supported for this machine type" if domain.chipset is Chipset.I440FX
+        else "IDE controllers are unsupported for this QEMU binary or machine type"
+    )
 
 
 RULES: tuple[Rule, ...] = (
     Rule(
         "video",
         lambda device, domain, position: position > 0 and device.model not in SECONDARY_VIDEO_MODELS,
-        lambda device: f"unsupported configuration: video type '{device.model}' is only valid as primary video device",
+        lambda device, domain: f"unsupported configuration: video type '{device.model}' is only valid as primary "
+        "video device",
     ),
     Rule(
         "input",
         lambda device, domain, position: device.model in ("virtio-transitional", "virtio-non-transitional"),
-        lambda device: "unsupported configuration: virtio (non-)transitional models are not supported for input "
-        f"type={device.element.get('type')}",
+        lambda device, domain: "unsupported configuration: virtio (non-)transitional models are not supported for "
+        f"input type={device.element.get('type')}",
     ),
     Rule(
         "iommu",
         lambda device, domain, position: device.model in ("virtio", "intel") and domain.chipset is not Chipset.Q35,
-        lambda device: f"unsupported configuration: IOMMU device: '{device.model}' is only supported with Q35 "
+        lambda device, domain: f"unsupported configuration: IOMMU device: '{device.model}' is only supported with Q35 "
         "and ARM Virt machines" if device.model == "virtio" else
         f"unsupported configuration: IOMMU device: '{device.model}' is only supported with Q35 machines",
     ),
     Rule(
         "iommu",
         lambda device, domain, position: device.model == "virtio" and not domain.acpi,
-        lambda device: "unsupported configuration: IOMMU device: 'virtio' requires ACPI",
+        lambda device, domain: "unsupported configuration: IOMMU device: 'virtio' requires ACPI",
     ),
+    Rule(
+        "disk",
+        lambda device, domain, position: device.extra.get("bus") == "ide" and disk_controller(device) != 0,
+        lambda device, domain: "internal error: Only 1 IDE controller is supported",
+    ),
+    Rule("controller", _ide_controller_refused, _ide_controller_message),
 )
 
 
@@ -113,4 +133,4 @@ def validate_device(device: Device, domain: Domain, position: int) -> None:
         return
     for rule in RULES:
         if rule.kind == device.kind and rule.refused(device, domain, position):
-            raise LibvirtError(rule.message(device))
+            raise LibvirtError(rule.message(device, domain))
