@@ -80,6 +80,9 @@ class FakeBackend:
         self._assign(domain)
         for number, step in enumerate(case.steps, start=1):
             device = etree.fromstring(step.device_xml.encode())
+            if device.tag == self.refuse:
+                refusal = f"unsupported configuration: no {self.refuse} here"
+                return Outcome(_text(domain), Failure(number, step.label, refusal))
             if step.action is Action.ATTACH:
                 devices.append(device)
             else:
@@ -171,8 +174,19 @@ def test_what_happens_after_the_first_refusal_does_not_change_the_kind_of_disagr
     first, second = compare(fails_later, reference, libvirt), compare(succeeds, reference, libvirt)
     assert first.verdict is second.verdict is Verdict.DISAGREED
     assert first.kind == second.kind
-    assert first.kind == "failure libvirt=step0:unsupported configuration: no sound here reference=further"
+    assert first.kind == "failure libvirt=define:unsupported configuration: no sound here reference=further"
     assert first.lines != second.lines
+
+
+def test_earlier_steps_can_be_shrunk_away_from_a_failing_step() -> None:
+    reference, libvirt = FakeBackend("reference"), FakeBackend("libvirt", refuse="sound")
+    late = Step(Action.ATTACH, Device("sound-ac97", 9))
+    example = Example("pc", Operation.ATTACH_OFFLINE, (),
+                      (Step(Action.ATTACH, nic("virtio", 1)), Step(Action.ATTACH, nic("e1000", 2)), late))  # fmt: skip
+    found = compare(example, reference, libvirt)
+    assert found.kind.startswith("failure libvirt=attach sound:")
+    small = shrink(example, lambda candidate: compare(candidate, reference, libvirt).kind == found.kind)
+    assert small.steps == (late,)
 
 
 def test_a_reference_crash_is_its_own_kind_not_a_disagreement() -> None:

@@ -143,15 +143,22 @@ def _failure_kind(reference: Outcome, libvirt: Outcome) -> str:
     """The failure that matters: the earlier one, and only that side's message when they differ in step.
 
     What the other backend does after getting further is a consequence, not the finding, so the
-    shrinker may drop it (e.g. the later steps after a define libvirt refuses).
+    shrinker may drop it (e.g. the later steps after a define libvirt refuses).  Steps are named by
+    what they do (``attach disk``), not their number, so earlier steps can be dropped too.
     """
     ref_step = reference.failure.step if reference.failure is not None else NEVER
     lv_step = libvirt.failure.step if libvirt.failure is not None else NEVER
     if ref_step < lv_step:
-        return f"failure reference=step{ref_step}:{_masked(reference)} libvirt=further"
+        return f"failure reference={_step_name(reference)}:{_masked(reference)} libvirt=further"
     if lv_step < ref_step:
-        return f"failure libvirt=step{lv_step}:{_masked(libvirt)} reference=further"
-    return f"failure step{lv_step} reference={_masked(reference)} libvirt={_masked(libvirt)}"
+        return f"failure libvirt={_step_name(libvirt)}:{_masked(libvirt)} reference=further"
+    return f"failure {_step_name(libvirt)} reference={_masked(reference)} libvirt={_masked(libvirt)}"
+
+
+def _step_name(outcome: Outcome) -> str:
+    """``attach step-4-disk.xml`` -> ``attach disk``; ``define`` and ``start`` stay as they are."""
+    label = outcome.failure.label if outcome.failure is not None else ""
+    return re.sub(r"step-\d+-(\w+)\.xml", r"\1", label)
 
 
 def _masked(outcome: Outcome) -> str:
