@@ -88,6 +88,7 @@ class LibvirtBackend:
             self._destroyer = ThreadPoolExecutor(MAX_BACKGROUND_DESTROYS, thread_name_prefix="pcie-destroy")
             self._destroy_conn: Any = None
             self._pending: list[Future[None]] = []
+            self._closed = False
             self.swept = self.sweep()
         except BaseException:
             self._conn.close()
@@ -124,7 +125,10 @@ class LibvirtBackend:
 
     def close(self) -> None:
         """Finish background destroys, remove what this session (or an earlier, dead one) left,
-        then drop the connection."""
+        then drop the connection.  Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._destroyer.shutdown(wait=True)  # Ctrl-C stays possible: the threads finish anyway
             self._collect_finished()
