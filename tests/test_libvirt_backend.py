@@ -515,6 +515,26 @@ def test_interrupted_run_leaves_nothing_after_the_next_sweep(
 # ---- other people's domains -----------------------------------------------------------------------
 
 
+def test_a_case_carrying_the_uuid_of_another_domain_leaves_it_alone(
+    backend: LibvirtBackend, make_case: Callable[..., Case]
+) -> None:
+    lv = backend._libvirt
+    tag = uuid.uuid4()
+    name = f"pcie-safety-uuid-{tag.hex[:8]}"
+    other = prepare_domain(f"<domain><name>{name}</name><uuid>{tag}</uuid></domain>", "pc")
+    backend._conn.defineXML(other)
+    try:
+        outcome = backend.run(make_case("define", f"<domain><uuid>{tag}</uuid></domain>"), "q35")
+        assert outcome.failure is None
+        assert outcome.domain_xml is not None
+        assert str(tag) not in outcome.domain_xml
+        still = backend._conn.lookupByName(name)
+        assert still.UUIDString() == str(tag)
+        assert "pc-i440fx" in still.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)
+    finally:
+        backend._conn.lookupByName(name).undefine()
+
+
 def test_sweep_touches_only_marked_domains_of_dead_owners(backend: LibvirtBackend) -> None:
     lv = backend._libvirt
     me = this_process()

@@ -96,6 +96,13 @@ def test_marker_round_trips_through_the_domain_xml() -> None:
     assert parse_marker(marker_xml(me)) == dataclasses.replace(me, created=round(me.created, 3))
 
 
+def test_mark_drops_the_case_uuid() -> None:
+    with_uuid = DOMAIN.replace("<devices/>", "<uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid><devices/>")
+    marked = mark_domain(with_uuid, "pcie-test-abc-1", "kvm", this_process())
+    assert "c7a5fdbd" not in marked
+    assert "<uuid" not in marked
+
+
 def test_unmark_restores_the_case_name_type_and_metadata() -> None:
     marked = mark_domain(DOMAIN, "pcie-test-abc-1", "qemu", this_process())
     restored = unmark_domain(marked, "pcie-case", "kvm")

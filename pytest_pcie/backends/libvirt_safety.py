@@ -136,8 +136,15 @@ def find_marker(domain_xml: str) -> Owner | None:
 
 
 def mark_domain(domain_xml: str, name: str, domain_type: str, owner: Owner) -> str:
-    """Return ``domain_xml`` renamed to ``name``, with ``domain_type`` and our marker added."""
+    """Return ``domain_xml`` renamed to ``name``, with ``domain_type`` and our marker added.
+
+    A ``<uuid>`` from the case is dropped so that libvirt picks a fresh one: with the case's own,
+    two workers running the case on two machines would collide, and a case that happened to carry
+    the uuid of a real VM on the host would have its define refused ("already exists with uuid").
+    """
     root = etree.fromstring(domain_xml.encode("utf-8"), etree.XMLParser(remove_blank_text=True))
+    for uuid in root.findall("uuid"):
+        root.remove(uuid)
     root.set("type", domain_type)
     name_element = root.find("name")
     if name_element is None:
