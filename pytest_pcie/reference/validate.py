@@ -87,6 +87,11 @@ def validate_domain(domain: Domain) -> None:
         position = positions.get(device.kind, 0)
         positions[device.kind] = position + 1
         validate_device(device, domain, position)
+    videos = [device for device in domain.devices if device.kind == "video"]
+    if len(videos) > 1 and any(video.model == "none" for video in videos):
+        raise LibvirtError(
+            "unsupported configuration: a 'none' video type must be the only video device defined for the domain"
+        )
     disks = [device for device in domain.devices if device.kind == "disk"]
     for number, disk in enumerate(disks):
         for other in disks[number + 1 :]:
