@@ -1,4 +1,5 @@
 import random
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Chosen once on the controller; xdist hands the controller's options to its workers.
-    if config.option.pcie_fuzz_seed is None and not hasattr(config, "workerinput"):
+    # The seed is chosen once, on the controller, and handed to xdist workers (pytest_configure_node).
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        config.option.pcie_fuzz_seed = workerinput.get("pcie_fuzz_seed", config.option.pcie_fuzz_seed)
+    elif config.option.pcie_fuzz_seed is None:
         config.option.pcie_fuzz_seed = random.SystemRandom().randrange(2**32)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["pcie_fuzz_seed"] = node.config.option.pcie_fuzz_seed
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
