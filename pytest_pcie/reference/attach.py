@@ -240,7 +240,14 @@ def _live_disk(domain: Domain, device: Device) -> None:
             check_disk_targets(other, device)
 
 
+def _live_filesystem(domain: Domain, device: Device) -> None:
+    driver = device.element.find("driver")
+    if driver is None or driver.get("type") != "virtiofs":
+        raise LibvirtError("Operation not supported: only virtiofs filesystems can be hotplugged")
+
+
 LIVE_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
+    "filesystem": _live_filesystem,
     "disk": _live_disk,
     "controller": _live_controller,
     "watchdog": _live_watchdog,
