@@ -36,6 +36,8 @@ def description(comparison: Comparison, seed: int | None = None) -> str:
 def write_disagreement(comparison: Comparison, out: Path, seed: int | None = None) -> Path:
     """Write ``comparison``'s example under ``out`` and return the case folder."""
     folder = out / folder_name(comparison)
+    for stale in folder.glob("step-*.xml"):  # a replay may shrink to fewer steps than last time
+        stale.unlink()
     expect_error = comparison.libvirt_error if comparison.kind.startswith("failure") else None
     write_case_folder(comparison.example, folder, description(comparison, seed), expect_error)
     evidence = [
