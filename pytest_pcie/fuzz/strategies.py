@@ -5,7 +5,8 @@ watchdog, a PCI controller attached live.  Both backends must then refuse with t
 which is as much a part of the contract as the addresses they assign.
 
 Live examples hold only startable kinds (see :mod:`pytest_pcie.fuzz.catalogue`), so they run on any
-host.  Frequencies are data (:data:`WEIGHTS`, :data:`CONTROLLER_WEIGHTS`) rather than branches.
+host.  Frequencies are data (:data:`WEIGHTS`, :data:`CONTROLLER_WEIGHTS`, and a :class:`Profile` for
+how often a mistake is made on purpose) rather than branches.
 """
 
 from __future__ import annotations
