@@ -10,8 +10,10 @@ A golden is exact but hard to picture; the tree shows what hangs where::
         └── free hotplug slot 0x00
     3 PCI controllers, 2 devices, 1 free hotplug slot (1 on PCIe ports, 0 on PCI buses)
 
-Free slots are marked only on buses that accept hotplug (root and downstream ports, bridges and
-pci-root, whose ``hotplug='off'`` libvirt ignores); pcie-root itself takes no hotplug.  The
+Free slots are marked only on buses that accept hotplug: root and downstream ports, bridges and
+pci-root, unless ``hotplug='off'``.  On pci-root libvirt 9.0.0 ignores that setting when it picks
+a slot, but QEMU then refuses the hotplug (golden attach-live/pci-root-hotplug-off), so no slot
+of it is free for hotplug either.  pcie-root itself takes no hotplug.  The
 summary splits them by kind because they answer different questions: a PCIe device (virtio on
 q35, e1000e) needs a free port, a legacy PCI device a free slot on a PCI bus.
 
@@ -45,8 +47,6 @@ FREE_SLOT_KIND: dict[str, str] = {
     "pcie-root-port": "PCIe",
     "pcie-switch-downstream-port": "PCIe",
 }
-# pci-root ignores hotplug='off' in libvirt 9.0.0 (see docs); everywhere else it is honoured.
-IGNORES_HOTPLUG_OFF = frozenset({"pci-root"})
 TARGET_DETAILS = ("chassisNr", "chassis", "port", "busNr", "hotplug")
 NO_DOMAIN = "(no domain: define failed)"
 EMPTY = "(no PCI controllers or devices)"
@@ -202,7 +202,7 @@ def _node(element: etree._Element) -> Node:
         target = element.find("target")
         details = [f"{name}={target.get(name)}" for name in TARGET_DETAILS if target is not None and target.get(name)]
         label = " ".join([model, f"index={index}", *details]) if index else model
-        hotplug = target is None or target.get("hotplug") != "off" or model in IGNORES_HOTPLUG_OFF
+        hotplug = target is None or target.get("hotplug") != "off"
         return Node(Kind.CONTROLLER, f"{label} (bus 0x{index:02x})", model=model, bus=index, hotplug=hotplug)
     return Node(Kind.DEVICE, " ".join([element.tag, *_identity_values(element)]), model=element.tag)
 
