@@ -117,3 +117,35 @@ def test_pcie_assign_svg_to_an_unwritable_path_is_one_line(capsys: pytest.Captur
     assert cli.main([str(CASES / "defaults/empty-domain/input.xml"), "--machine", "q35", "--svg", str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"pcie-assign: {target}: cannot write the SVG") and err.count("\n") == 1
+
+
+# On q35 these NIC models are legacy PCI devices (a pcie-to-pci-bridge slot); other models are PCIe
+# (a root or downstream port).  On pc every device takes a PCI slot.  None: no <model>, i.e. rtl8139.
+Q35_LEGACY_NIC_MODELS = frozenset({"e1000", "rtl8139", None})
+NO_SLOTS = "No more available PCI slots"
+
+
+def refused_hotplugs() -> list[tuple[str, str, str]]:
+    """(case id, machine, device file) of every golden where libvirt refused a hotplug for want of a slot."""
+    found = []
+    for path in sorted(GOLDENS.rglob("*.xml")):
+        failure = golden.read_golden(path).find("failure")
+        case_id = path.parent.relative_to(GOLDENS).as_posix()
+        toml = (CASES / case_id / "case.toml").read_text()
+        if failure is not None and NO_SLOTS in (failure.text or "") and 'operation = "attach-live"' in toml:
+            found.append((case_id, path.stem, failure.get("label", "").removeprefix("attach ")))
+    return found
+
+
+def test_every_refused_hotplug_shows_no_free_slot_of_the_kind_it_needs() -> None:
+    """Real libvirt said "no slot" in these goldens; the summary must agree there is none of that kind."""
+    refused = refused_hotplugs()
+    assert len(refused) >= 10  # the corpus has a dozen; an empty list would make this test vacuous
+    for case_id, machine, device_file in refused:
+        device = etree.parse(str(CASES / case_id / device_file)).getroot()
+        assert device.tag == "interface", f"{case_id}: extend this test to {device.tag}"
+        model = device.find("model")
+        legacy = machine == "pc" or (model.get("type") if model is not None else None) in Q35_LEGACY_NIC_MODELS
+        summary = summarise(read(f"{case_id}/{machine}"))
+        assert summary is not None
+        assert summary.free["PCI" if legacy else "PCIe"] == 0, f"{case_id} on {machine}: {summary.line()}"
