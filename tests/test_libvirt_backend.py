@@ -8,6 +8,7 @@ not depend on the corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -438,6 +439,26 @@ def test_exception_inside_a_case_still_removes_its_domain(
         backend.run(make_case("define", "<domain/>"), "q35")
     assert seen and seen[0].startswith(f"{NAME_PREFIX}{backend.session}-")
     assert seen[0] not in domain_names(backend)
+
+
+def test_markers_carry_the_domain_creation_time_not_the_session_start(
+    backend: LibvirtBackend, make_case: Callable[..., Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other client hosts judge markers by age; a long session's fresh domain must not look stale."""
+    backend.owner = dataclasses.replace(backend.owner, created=time.time() - REMOTE_STALE_AFTER_S - 3600)
+    seen: list[Owner | None] = []
+    original = LibvirtBackend._xml
+
+    def spy(self: LibvirtBackend, domain: Any, *, live: bool) -> str:
+        seen.append(self._owner_of(domain))
+        return original(self, domain, live=live)
+
+    monkeypatch.setattr(LibvirtBackend, "_xml", spy)
+    started = time.time()
+    assert backend.run(make_case("define", "<domain/>"), "q35").failure is None
+    assert seen and seen[0] is not None
+    assert started - 1 <= seen[0].created <= time.time() + 1
+    assert seen[0].session == backend.session
 
 
 INTERRUPTED_RUN = textwrap.dedent(

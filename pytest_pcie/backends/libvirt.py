@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -112,7 +112,9 @@ class LibvirtBackend:
             case_name=root.findtext("name") or "",
             case_type=root.get("type", "kvm"),
         )
-        marked = mark_domain(prepared, run.name, self.domain_type, self.owner)
+        # The marker's time is the domain's own creation time, not the session's: the age rule must
+        # not judge a fresh domain of a long-running session (a fuzzer, a big corpus) as stale.
+        marked = mark_domain(prepared, run.name, self.domain_type, replace(self.owner, created=time.time()))
         self._collect_finished()
         try:
             return self._run_steps(case, run, marked)

@@ -49,7 +49,7 @@ class Owner:
     pid: int
     pid_start: str
     session: str
-    created: float
+    created: float  # when the marked domain was created (the backend stamps each domain afresh)
 
     def same_host(self, other: Owner) -> bool:
         """True when one process can look the other's pid up: same host, same kernel boot, and the
