@@ -9,7 +9,7 @@ from lxml import etree
 
 from pytest_pcie import cli, golden
 from pytest_pcie.backends import BackendUnavailable, create_backend
-from pytest_pcie.tree import summarise
+from pytest_pcie.tree import summarise, summary_line
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDENS = ROOT / "golden"
@@ -73,7 +73,7 @@ def run_tree(capsys: pytest.CaptureFixture[str], backend: str, *steps: str) -> l
 
 def test_pcie_assign_tree_ends_with_the_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     lines = run_tree(capsys, "reference")
-    assert lines[-1] == EMPTY_Q35
+    assert lines[-1] == EMPTY_Q35 == summary_line(read("defaults/empty-domain/q35"))
     assert sum("free hotplug slot 0x00" in line for line in lines) == 1
     nic = tmp_path / "nic.xml"
     nic.write_text("<interface type='user'><model type='virtio'/></interface>")
