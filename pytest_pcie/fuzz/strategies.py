@@ -35,11 +35,14 @@ WEIGHTS: dict[str, int] = {
     "vsock-non-transitional": 0,
 }  # fmt: skip
 
-# Kinds a domain may hold once; drawn as options with this chance in percent (a second one, on
-# purpose, now and then).
-SINGLETONS: dict[str, int] = {
-    "watchdog-i6300esb": 15, "iommu-virtio": 5, "vsock": 8, "vsock-transitional": 2, "cdrom-ide": 5,
-}  # fmt: skip
+# Devices a domain may hold once, by group: the chance in percent that the domain has one, and the
+# kinds it is drawn from (a second one, on purpose, now and then: see Profile.duplicate_singleton).
+SINGLETONS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "watchdog": (15, ("watchdog-i6300esb",)),
+    "iommu": (5, ("iommu-virtio",)),
+    "vsock": (10, ("vsock", "vsock", "vsock", "vsock-non-transitional", "vsock-transitional")),
+    "ide": (5, ("cdrom-ide",)),
+}
 NIC_KINDS = ("net-virtio", "net-e1000", "net-e1000e", "net-rtl8139", "net-virtio-transitional")
 PRIMARY_VIDEOS = ("video-cirrus", "video-vga", "video-qxl", "video-virtio", "video-bochs", "video-vmvga")
 SECONDARY_VIDEOS = ("video-qxl", "video-virtio")
@@ -166,10 +169,14 @@ def domain_devices(draw: st.DrawFn, machine: str, *, live: bool, profile: Profil
         second = PRIMARY_VIDEOS if draw(chance(profile.odd_second_video)) else SECONDARY_VIDEOS
         devices.append(Device(draw(st.sampled_from(second)), 0, draw(addresses(profile))))
     allowed = {kind.name for kind in kinds_for(machine, live=live, profile=profile)}
-    for name, percent in SINGLETONS.items():
-        copies = (1 + draw(chance(profile.duplicate_singleton))) if name in allowed and draw(chance(percent)) else 0
-        devices += [Device(name, 0, draw(addresses(profile)) if KINDS[name].addressable else None)
-                    for _ in range(copies)]  # fmt: skip
+    for percent, group in SINGLETONS.values():
+        names = [name for name in group if name in allowed]
+        if not names or not draw(chance(percent)):
+            continue
+        twice: bool = draw(chance(profile.duplicate_singleton))
+        for _ in range(2 if twice else 1):
+            name: str = draw(st.sampled_from(names))
+            devices.append(Device(name, 0, draw(addresses(profile)) if KINDS[name].addressable else None))
     if "usb-none" in allowed and draw(chance(45)):
         devices.append(Device("usb-none", 0))
     if draw(chance(60)):
