@@ -31,6 +31,14 @@ def test_a_mismatch_writes_both_pictures_and_a_page(project: Project) -> None:
     (folder / "fake-output.xml").write_text(domain(nic_bus=2, extra_port=False))
     result = project.run("--pcie-diff-dir", "diffs")
     result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(  # the report's trees open with their summary lines
+        [
+            "expected topology:",
+            "  3 PCI controllers, 1 device, 1 free hotplug slot (1 on PCIe ports, 0 on PCI buses)",
+            "actual topology:",
+            "  2 PCI controllers, 1 device, 1 free hotplug slot (1 on PCIe ports, 0 on PCI buses)",
+        ]
+    )
     diffs = project.root / "diffs"
     assert files(diffs) == ["q35/a/q35.actual.svg", "q35/a/q35.expected.svg", "q35/a/q35.html"]
     expected, actual = svg_texts(diffs / "q35/a/q35.expected.svg"), svg_texts(diffs / "q35/a/q35.actual.svg")
