@@ -135,6 +135,15 @@ PLACEMENTS: list[tuple[str, str, str, dict[str, str]]] = [
          "interface#2": "05:00.0", "pci5": "00:01.1"},
     ),
     (
+        "pc-disks-addressed-in-target-order",
+        "pc",
+        MIN + "".join(
+            f"<disk type='file' device='disk'><source file='/tmp/{name}'/><target dev='{name}' bus='virtio'/></disk>"
+            for name in ("vdc", "vda", "vdb")
+        ),
+        {"disk#0": "00:02.0", "disk#1": "00:03.0", "disk#2": "00:04.0"},
+    ),
+    (
         "pc-expander-buses-bus-0-first",
         "pc",
         MIN + controller("pci-expander-bus", 1, "<target><node>0</node></target>")
@@ -228,6 +237,16 @@ REJECTIONS: list[tuple[str, str, str, str]] = [
      "unsupported configuration: IOMMU device: 'virtio' is only supported with Q35 and ARM Virt machines"),
     ("secondary-vga", "q35", MIN + video("qxl") + video("vga"),
      "unsupported configuration: video type 'vga' is only valid as primary video device"),
+    ("usb-companions-only", "pc", "<controller type='usb' index='0' model='ich9-uhci1'/>",
+     "No master USB controller specified"),
+    ("two-usb-hosts-one-index", "pc", "<controller type='usb' index='0' model='piix3-uhci'/>"
+     "<controller type='usb' index='0' model='qemu-xhci'/>", "XML error: Duplicate USB controllers with index 0"),
+    ("second-ide-disk-controller", "pc", MIN + "<disk type='file' device='cdrom'><target dev='hde' bus='ide'/></disk>",
+     "internal error: Only 1 IDE controller is supported"),
+    ("ide-on-q35", "q35", MIN + "<disk type='file' device='cdrom'><target dev='hda' bus='ide'/></disk>",
+     "unsupported configuration: IDE controllers are unsupported for this QEMU binary or machine type"),
+    ("duplicate-disk-target", "pc", MIN + VIRTIO_DISK * 2,
+     "XML error: target 'vda' duplicated for disk sources '/tmp/a' and '/tmp/a'"),
     ("second-usb-with-none", "q35", MIN + "<controller type='usb' index='1' model='qemu-xhci'/>",
      "Can't add another USB controller: USB is disabled for this domain"),
 ]
