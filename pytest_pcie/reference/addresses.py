@@ -126,8 +126,8 @@ def _fits(bus_flags: int, device_flags: int, bus_number: int, from_config: bool 
 class AddressSet:
     """The buses of a domain and what is reserved on them.
 
-    ``dry_run`` is libvirt's first pass: instead of failing for lack of room, the set grows.
-    ``grown`` lists the models of the buses appended by growth, so the caller can add controllers.
+    ``dry_run`` is libvirt's first pass: instead of failing for lack of room, the set grows; the
+    caller turns every bus appended that way (``buses[n].model``) into a controller.
     """
 
     def __init__(self, buses: list[Bus], dry_run: bool) -> None:
