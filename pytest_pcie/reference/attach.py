@@ -191,17 +191,25 @@ def ensure_address(addresses: AddressSet, device: Device, flags: Connect) -> Non
     write_pci_address(device)
 
 
+# Controller models whose bus QEMU 7.2 cannot hotplug into although libvirt lets the address through.
+QEMU_NO_HOTPLUG_MODELS = frozenset({"pci-expander-bus"})
+
+
 def _check_qemu_hotplug(domain: Domain, device: Device) -> None:
-    """QEMU refuses hotplug into pci.0 when ACPI PCI hotplug is off: no ACPI, or pci-root hotplug='off'."""
+    """QEMU's own refusals, after libvirt accepted the address: pci.0 without ACPI PCI hotplug
+    (no ACPI, or pci-root hotplug='off'), and the bus of a pci-expander-bus (checked on libvirtd)."""
     address = device.address
-    if domain.chipset is not Chipset.I440FX or address is None or address.bus != 0:
+    if address is None:
         return
-    root = domain.controller("pci", 0)
-    target = root.element.find("target") if root is not None else None
-    root_off = target is not None and target.get("hotplug") == "off"
-    if root_off or not domain.acpi:
+    bus = domain.controller("pci", address.bus)
+    refused = bus is not None and bus.model in QEMU_NO_HOTPLUG_MODELS
+    if domain.chipset is Chipset.I440FX and address.bus == 0:
+        target = bus.element.find("target") if bus is not None else None
+        refused = (target is not None and target.get("hotplug") == "off") or not domain.acpi
+    if refused:
         raise LibvirtError(
-            "internal error: unable to execute QEMU command 'device_add': Bus 'pci.0' does not support hotplugging"
+            f"internal error: unable to execute QEMU command 'device_add': Bus 'pci.{address.bus}' does not "
+            "support hotplugging"
         )
 
 
