@@ -47,7 +47,7 @@ class Options:
         model = child(controller.element, "model")
         name = model.get("name") if model is not None else None
         if name is not None and name not in MODEL_NAMES:
-            raise LibvirtError(f"XML error: Unknown PCI controller model name '{name}'")
+            raise LibvirtError(f"XML error: Invalid value for attribute 'name' in element 'model': '{name}'.")
         values: dict[str, int | str] = {}
         target = child(controller.element, "target")
         if target is not None:

@@ -137,7 +137,7 @@ def _add_pci_root(domain: Domain) -> None:
     elif existing.model != wanted:
         raise LibvirtError(
             f"XML error: The PCI controller with index='0' must be model='{wanted}' for this machine type, "
-            f"but model='{existing.model}' was found instead"
+            f"but model='{'(null)' if existing.model == 'default' else existing.model}' was found instead"
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pytest_pcie.reference.hostpci import is_pci_express
 from pytest_pcie.reference.model import Device, parse_int
 from pytest_pcie.reference.parse import Domain
-from pytest_pcie.reference.tables import CONTROLLER_MODELS, NONE, Connect, Link, device_link
+from pytest_pcie.reference.tables import CONTROLLER_MODELS, NET_MODELS, NONE, Connect, Link, device_link
 
 PCI_FLAGS = Connect.PCI_DEVICE | Connect.AUTOASSIGN
 PCIE_FLAGS = Connect.PCIE_DEVICE | Connect.AUTOASSIGN
@@ -40,7 +40,8 @@ def connect_flags(device: Device, pcie: Connect) -> Connect:
     if device_class(device) == "hostdev":
         return _hostdev_flags(device, pcie)
     kind = f"controller:{device.ctype}" if device.kind == "controller" else device.kind
-    link = device_link(kind, device.model)
+    model = device.model if kind != "interface" or device.model in NET_MODELS else "unknown"
+    link = device_link(kind, model)
     flags = NONE if link is Link.NONE else PCI_FLAGS if link is Link.PCI else pcie
     if device.kind == "iommu" and flags:
         flags |= Connect.INTEGRATED

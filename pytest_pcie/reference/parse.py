@@ -16,6 +16,7 @@ from lxml import etree
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset, canonical, chipset_of
 from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
+from pytest_pcie.reference.tables import CONTROLLER_TYPE_MODELS
 
 # Device elements the reference tracks; everything else in <devices> is carried along untouched.
 TRACKED = frozenset(
@@ -148,6 +149,10 @@ def read_device(element: Element) -> Device:
         if device.ctype is None:
             raise LibvirtError("XML error: missing controller type")
         device.index = parse_int(element.get("index"), "controller index")
+        written = element.get("model")
+        known = CONTROLLER_TYPE_MODELS.get(device.ctype)
+        if written is not None and known is not None and written not in known:
+            raise LibvirtError(f"unsupported configuration: Unknown model type '{written}'")
     device.model = reader(device)
     if device.kind == "memballoon" and device.model == "none":
         address = element.find("address")

@@ -184,6 +184,30 @@ MODEL_NAMES = frozenset(
 )
 
 
+# Model names libvirt's parser knows, per controller type; any other is refused at parse time
+# ("Unknown model type").  Types not listed take no model.
+CONTROLLER_TYPE_MODELS: dict[str, frozenset[str]] = {
+    "pci": frozenset(CONTROLLER_MODELS),
+    "usb": frozenset({"piix3-uhci", "piix4-uhci", "ehci", "ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3",
+                      "vt82c686b-uhci", "pci-ohci", "nec-xhci", "qusb1", "qusb2", "qemu-xhci", "none"}),
+    "scsi": frozenset({"auto", "buslogic", "lsilogic", "lsisas1068", "vmpvscsi", "ibmvscsi", "virtio-scsi",
+                       "lsisas1078", "virtio-transitional", "virtio-non-transitional", "ncr53c90", "dc390",
+                       "am53c974"}),
+    "virtio-serial": frozenset({"virtio", "virtio-transitional", "virtio-non-transitional"}),
+    "ide": frozenset({"piix3", "piix4", "ich6"}),
+}
+
+# NIC models libvirt knows (virDomainNetModel); any other string is kept as written but counts as
+# "unknown", which libvirt places as a PCI Express device.
+NET_MODELS = frozenset(
+    {
+        "netfront", "rtl8139", "virtio", "e1000", "e1000e", "virtio-transitional", "virtio-non-transitional",
+        "usb-net", "spapr-vlan", "lan9118", "scm91c111", "vlance", "vmxnet", "vmxnet2", "vmxnet3", "Am79C970A",
+        "Am79C973", "82540EM", "82545EM", "82543GC",
+    }
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # Device kinds: which link each device model needs.  Keyed by (kind, model); "*" is the kind's
 # fallback row.  The model is what libvirt stores after its post-parse defaults (see defaults.py).
@@ -197,6 +221,7 @@ _VIRTIO_FAMILY = {
 DEVICE_LINKS: dict[tuple[str, str], Link] = {
     **{("interface", model): link for model, link in _VIRTIO_FAMILY.items()},
     ("interface", "e1000e"): Link.PCIE,
+    ("interface", "unknown"): Link.PCIE,
     ("interface", "usb-net"): Link.NONE,
     ("interface", "*"): Link.PCI,
     **{("disk", model): link for model, link in _VIRTIO_FAMILY.items()},
