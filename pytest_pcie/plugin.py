@@ -123,6 +123,22 @@ def pytest_configure(config: pytest.Config) -> None:
     session = PcieSession(config, Settings.from_config(config))
     config.stash[_SESSION_KEY] = session
     config.pluginmanager.register(session, "pcie-session")
+    # xdist's hooks exist only when xdist is installed; pluggy refuses a plugin implementing an
+    # unknown hook, so they live in their own object, registered only beside xdist.
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(session), "pcie-xdist")
+
+
+class XdistHooks:
+    """xdist's controller-side hooks, kept apart so the plugin loads without xdist installed."""
+
+    def __init__(self, session: PcieSession) -> None:
+        self.session = session
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if output:
+            self.session.merge_worker_output(output)
 
 
 @pytest.fixture(scope="session")
@@ -256,15 +272,12 @@ class PcieSession:
                 reason = f"known divergence: {item.divergence.reason}"
                 item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
-    # --- xdist: merge what workers did -------------------------------------------------------------
-
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
-        if output:
-            self.updates.update(output["updates"])
-            self.expected_goldens.update(output["expected"])
-            if output["header"]:
-                self.worker_headers.add(output["header"])
+    def merge_worker_output(self, output: dict[str, Any]) -> None:
+        """On the xdist controller: take in what one worker updated, produced and ran."""
+        self.updates.update(output["updates"])
+        self.expected_goldens.update(output["expected"])
+        if output["header"]:
+            self.worker_headers.add(output["header"])
 
     # --- goldens at the end ----------------------------------------------------------------------------
 

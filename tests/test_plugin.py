@@ -608,3 +608,13 @@ def test_goldens_are_orphans_when_no_case_is_left(project: Project) -> None:
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.stdout.fnmatch_lines(["  deleted: golden/q35/a/q35.xml"])
     assert project.goldens() == []
+
+
+def test_the_plugin_runs_without_xdist_installed(project: Project) -> None:
+    # A fresh `pip install pytest-pcie` has no xdist: its hooks must not be required (pluggy rejects
+    # a plugin implementing hooks nobody declared).
+    project.case("q35/a")
+    result = project.run("-p", "no:xdist", "--pcie-update-goldens")
+    result.assert_outcomes(passed=1)
+    assert "INTERNALERROR" not in result.stdout.str()
+    project.run("-p", "no:xdist").assert_outcomes(passed=1)
