@@ -18,14 +18,22 @@ from pytest_pcie.reference.machine import Chipset, canonical, chipset_of
 from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
 from pytest_pcie.reference.tables import CONTROLLER_TYPE_MODELS
 
-# Device elements the reference tracks; everything else in <devices> is carried along untouched.
-TRACKED = frozenset(
-    {
-        "disk", "controller", "filesystem", "interface", "sound", "hostdev", "memballoon", "rng", "watchdog",
-        "video", "shmem", "input", "serial", "iommu", "vsock", "memory", "channel", "console", "smartcard",
-        "graphics", "hub", "redirdev",
-    }
+# The device elements the reference tracks, in the order libvirt's parser reads them
+# (virDomainDefParseXML): a parse-time error in a kind earlier here is the one reported, whatever the
+# order of the elements in the document.  Everything else in <devices> is carried along untouched.
+PARSE_ORDER: tuple[str, ...] = (
+    "disk", "controller", "filesystem", "interface", "smartcard", "serial", "console", "channel", "input",
+    "graphics", "sound", "video", "hostdev", "watchdog", "memballoon", "rng", "hub", "redirdev", "shmem",
+    "memory", "iommu", "vsock",
 )
+
+# Kinds a domain may hold at most one of; the parser counts them before reading any.
+SINGLE_DEVICE_MESSAGES: dict[str, str] = {
+    "watchdog": "internal error: only a single watchdog device is supported",
+    "memballoon": "internal error: only a single memory balloon device is supported",
+    "iommu": "XML error: only a single IOMMU device is supported",
+    "vsock": "XML error: only a single vsock device is supported",
+}
 
 # Model libvirt stores for a device written without one (post-parse defaults for QEMU 7.2 x86_64).
 # Keyed by kind, or "controller:<type>" for controllers.
@@ -108,34 +116,55 @@ def load_domain(text: str) -> Domain:
     domain = Domain(
         root, devices_element, machine, chipset_of(machine), root.find("features/acpi") is not None, len(numa)
     )
+    read = _read_devices(devices_element)
     for element in devices_element:
-        if isinstance(element.tag, str) and element.tag in TRACKED:
-            device = read_device(element)
-            if device.kind == "controller":
-                insert_controller(domain.controllers, device)
-            elif device.kind == "disk":
-                insert_disk(domain.devices, device)
-            else:
-                domain.devices.append(device)
+        device = read.get(element)
+        if device is None:
+            continue
+        if device.kind == "controller":
+            insert_controller(domain.controllers, device)
+        elif device.kind == "disk":
+            insert_disk(domain.devices, device)
+        else:
+            domain.devices.append(device)
     _primary_video_first(domain)
-    _check_usb_none(domain)
-    _check_usb_master(domain)
-    if sum(device.kind == "memballoon" for device in domain.devices) > 1:
-        raise LibvirtError("internal error: only a single memory balloon device is supported")
     return domain
 
 
-def _check_usb_master(domain: Domain) -> None:
+def _read_devices(devices_element: Element) -> dict[Element, Device]:
+    """Read every tracked device kind by kind in libvirt's parse order, with the parse-time checks
+    where libvirt makes them, so a domain with several problems fails with the one libvirt names."""
+    read: dict[Element, Device] = {}
+    for kind in PARSE_ORDER:
+        elements = [element for element in devices_element if element.tag == kind]
+        if len(elements) > 1 and kind in SINGLE_DEVICE_MESSAGES:
+            raise LibvirtError(SINGLE_DEVICE_MESSAGES[kind])
+        devices: list[Device] = []
+        for element in elements:
+            device = read_device(element)
+            if kind == "controller":
+                _check_usb_none(devices, device)
+            devices.append(device)
+            read[element] = device
+        if kind == "controller":
+            _check_usb_master(devices)
+    return read
+
+
+def _check_usb_master(controllers: list[Device]) -> None:
     """ich9-uhci1/2/3 are always companions; USB controllers without any master are refused."""
-    usb = [device for device in domain.controllers if device.ctype == "usb" and device.model != "none"]
+    usb = [device for device in controllers if device.ctype == "usb" and device.model != "none"]
     if usb and all(device.model in USB_COMPANION_MODELS for device in usb):
         raise LibvirtError("No master USB controller specified")
 
 
-def _check_usb_none(domain: Domain) -> None:
-    """``model='none'`` disables USB: any other USB controller next to it is refused at parse time."""
-    usb = [device for device in domain.controllers if device.ctype == "usb"]
-    if any(device.model == "none" for device in usb) and len(usb) > 1:
+def _check_usb_none(earlier: list[Device], new: Device) -> None:
+    """``model='none'`` disables USB: the parser refuses a USB controller read after a 'none' one,
+    and a 'none' read after any other USB controller, as soon as it reads it."""
+    if new.ctype != "usb":
+        return
+    usb = [device for device in earlier if device.ctype == "usb"]
+    if usb and (new.model == "none" or any(device.model == "none" for device in usb)):
         raise LibvirtError("Can't add another USB controller: USB is disabled for this domain")
 
 
