@@ -43,6 +43,23 @@ def _ide_controller_message(device: Device, domain: Domain) -> str:
     )
 
 
+def has_shared_memory(domain: Domain) -> bool:
+    """Whether guest RAM is shared, as vhost-user devices need (virtiofs): ``<memoryBacking><access
+    mode='shared'/>``, unless a NUMA cell overrides it; with NUMA cells, every cell must end up shared
+    (its own ``memAccess``, or the domain-wide mode when it sets none)."""
+    access = domain.root.find("memoryBacking/access")
+    shared = access is not None and access.get("mode") == "shared"
+    cells = domain.root.findall("cpu/numa/cell")
+    if not cells:
+        return shared
+    return all((cell.get("memAccess") or ("shared" if shared else "default")) == "shared" for cell in cells)
+
+
+def _virtiofs_refused(device: Device, domain: Domain, position: int) -> bool:
+    driver = device.element.find("driver")
+    return driver is not None and driver.get("type") == "virtiofs" and not has_shared_memory(domain)
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "video",
@@ -74,6 +91,11 @@ RULES: tuple[Rule, ...] = (
         lambda device, domain: "internal error: Only 1 IDE controller is supported",
     ),
     Rule("controller", _ide_controller_refused, _ide_controller_message),
+    Rule(
+        "filesystem",
+        _virtiofs_refused,
+        lambda device, domain: "unsupported configuration: 'virtiofs' requires shared memory",
+    ),
 )
 
 
