@@ -24,7 +24,14 @@ from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, fill_flags
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device, parse_xml, write_pci_address
-from pytest_pcie.reference.parse import Domain, insert_controller, insert_disk, load_domain, read_device
+from pytest_pcie.reference.parse import (
+    Domain,
+    disk_index,
+    insert_controller,
+    insert_disk,
+    load_domain,
+    read_device,
+)
 from pytest_pcie.reference.tables import Connect
 from pytest_pcie.reference.validate import check_disk_targets, validate_device
 
@@ -101,10 +108,49 @@ def attach_config(domain: Domain, device: Device) -> None:
     assign_addresses(domain)
 
 
+# SCSI controller model -> (highest unit, reserved unit) a disk may not use (virDomainSCSIDriveAddressIsUsed:
+# limits taken from QEMU's adapters; None where libvirt sets none).
+SCSI_UNIT_LIMITS: dict[str, tuple[int | None, int | None]] = {
+    "virtio-scsi": (16383, None), "virtio-transitional": (16383, None), "virtio-non-transitional": (16383, None),
+    "ibmvscsi": (31, 7), "lsisas1068": (1, None), "lsisas1078": (255, None), "lsilogic": (None, 7),
+    "vmpvscsi": (None, 7), "buslogic": (None, 7), "ncr53c90": (6, None), "dc390": (6, None), "am53c974": (6, None),
+}
+
+
 def _check_disk(domain: Domain, device: Device) -> None:
     target = device.extra.get("dev")
     if any(other.kind == "disk" and other.extra.get("dev") == target for other in domain.devices):
         raise LibvirtError(f"Requested operation is not valid: target {target} already exists")
+    if device.extra.get("bus") == "scsi" and _scsi_address_used(domain, device):
+        raise LibvirtError("Requested operation is not valid: Domain already contains a disk with that address")
+
+
+def _scsi_address_used(domain: Domain, disk: Device) -> bool:
+    """Whether a scsi disk's drive address is taken: by another scsi disk, or because its unit is
+    beyond (or reserved by) the model of the controller it names (qemuCheckDiskConfigAgainstDomain)."""
+    address = scsi_drive_address(disk)
+    controller = domain.controller("scsi", address[0])
+    if controller is not None:
+        highest, reserved = SCSI_UNIT_LIMITS.get(controller.model, (None, None))
+        if (highest is not None and address[3] > highest) or address[3] == reserved:
+            return True
+    return any(
+        other.kind == "disk" and other.extra.get("bus") == "scsi" and scsi_drive_address(other) == address
+        for other in domain.devices
+    )
+
+
+def scsi_drive_address(disk: Device) -> tuple[int, int, int, int]:
+    """(controller, bus, target, unit) of a scsi disk: the written drive address, or the one libvirt
+    derives from the target name on QEMU's narrow bus (7 units a controller)."""
+    address = disk.element.find("address")
+    if address is not None and address.get("type") == "drive":
+        return (
+            int(address.get("controller") or "0", 0), int(address.get("bus") or "0", 0),
+            int(address.get("target") or "0", 0), int(address.get("unit") or "0", 0),
+        )
+    index = max(disk_index(disk.extra.get("dev", "")), 0)
+    return (index // 7, 0, 0, index % 7)
 
 
 def _check_controller(domain: Domain, device: Device) -> None:
