@@ -74,6 +74,11 @@ IDENTITY: dict[str, tuple[Keep, ...]] = {
     "crypto": (Keep(".", ("model",)),),
 }
 
+# Elements that are another device seen twice, not a device: libvirt prints the first <console> of
+# an HVM guest as a copy of serial 0, address included (virDomainDefFormatInternal), and adds it on
+# some paths (attach) but not others (define), so it would pin formatting, not placement.
+ALIASES = frozenset({"console"})
+
 # Only PCI controllers carry topology in <target>: chassis/port numbering and NUMA node of expander buses.
 PCI_CONTROLLER_TARGET: tuple[Keep, ...] = (
     Keep("target", ("chassisNr", "chassis", "port", "busNr", "hotplug")),
@@ -82,7 +87,7 @@ PCI_CONTROLLER_TARGET: tuple[Keep, ...] = (
 
 # Canonical device order after the controllers: libvirt's own printing order of device classes.
 DEVICE_ORDER: tuple[str, ...] = (
-    "disk", "filesystem", "interface", "smartcard", "serial", "parallel", "console", "channel", "input",
+    "disk", "filesystem", "interface", "smartcard", "serial", "parallel", "channel", "input",
     "tpm", "graphics", "sound", "video", "hostdev", "redirdev", "hub", "watchdog", "memballoon", "rng",
     "nvram", "panic", "shmem", "memory", "iommu", "vsock", "crypto",
 )  # fmt: skip
@@ -138,7 +143,7 @@ def _normalised_devices(domain: etree._Element) -> list[etree._Element]:
     controllers: list[etree._Element] = []
     others: dict[str, list[etree._Element]] = {}
     for device in domain.iterfind("devices/*"):
-        if not isinstance(device.tag, str):
+        if not isinstance(device.tag, str) or device.tag in ALIASES:
             continue
         if device.tag == "controller":
             controllers.append(_normalised_device(device))

@@ -128,6 +128,16 @@ def test_an_unknown_pci_device_keeps_tag_and_address() -> None:
     )
 
 
+def test_a_console_mirroring_a_pci_serial_is_dropped() -> None:
+    raw = (DATA / "pc-pci-serial-console.xml").read_text()
+    assert raw.count("slot='0x03'") == 2  # libvirt prints serial 0's address on the console too
+    devices = normalised("pc-pci-serial-console.xml", machine="pc").find("devices")
+    assert devices is not None
+    assert devices.find("console") is None
+    serial = devices.find("serial")
+    assert serial is not None and serial.find("address[@slot='0x03']") is not None
+
+
 def test_failure_is_recorded_with_the_topology_before_it() -> None:
     failure = Failure(2, "attach nic.xml", "internal error: No more available PCI slots")
     document = normalised("q35-defined.xml", failure=failure)
