@@ -3,6 +3,8 @@ from typing import Any
 
 import pytest
 
+from pytest_pcie.fuzz.strategies import MIXED, PROFILES
+
 pytest_plugins = ["pytester"]
 
 
@@ -16,6 +18,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write shrunk disagreements here (default: a temporary folder named in the failure)")
     group.addoption("--pcie-fuzz-time-limit", dest="pcie_fuzz_time_limit", type=float, default=None,
                     metavar="SECONDS", help="stop drawing new examples after this many seconds")
+    group.addoption("--pcie-fuzz-profile", dest="pcie_fuzz_profile", choices=sorted(PROFILES), default=MIXED.name,
+                    help="mixed: some inputs invalid on purpose (default); valid: none invalid on purpose")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,4 +40,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if not config.option.pcie_fuzz_examples:
         return None
     seed = config.option.pcie_fuzz_seed
-    return f"pcie-fuzz: {config.option.pcie_fuzz_examples} examples, seed {seed} (replay with --pcie-fuzz-seed {seed})"
+    return (
+        f"pcie-fuzz: {config.option.pcie_fuzz_examples} examples, profile {config.option.pcie_fuzz_profile}, "
+        f"seed {seed} (replay with --pcie-fuzz-seed {seed})"
+    )

@@ -17,6 +17,7 @@ import pytest
 from pytest_pcie.backends.base import BackendUnavailable
 from pytest_pcie.backends.reference import ReferenceBackend
 from pytest_pcie.fuzz.runner import PassOptions, run_pass, summary_table
+from pytest_pcie.fuzz.strategies import PROFILES
 
 REQUIRE_ENV = "PCIE_REQUIRE_LIBVIRT"
 DEFAULT_URI = "qemu:///system"
@@ -40,8 +41,11 @@ def test_reference_agrees_with_libvirt_on_random_examples(
             pytest.fail(f"{REQUIRE_ENV}=1 but the libvirt backend is unavailable: {exc}", pytrace=False)
         pytest.skip(f"libvirt backend unavailable: {exc}")
     out = Path(config.option.pcie_fuzz_out) if config.option.pcie_fuzz_out else tmp_path_factory.mktemp("pcie-fuzz")
-    options = PassOptions(examples=examples, seed=seed, out=out, time_limit=config.option.pcie_fuzz_time_limit)
-    print(f"pcie-fuzz seed {seed} (replay with --pcie-fuzz-seed {seed})")
+    profile = PROFILES[config.option.pcie_fuzz_profile]
+    options = PassOptions(
+        examples=examples, seed=seed, out=out, time_limit=config.option.pcie_fuzz_time_limit, profile=profile
+    )
+    print(f"pcie-fuzz seed {seed}, profile {profile.name} (replay with --pcie-fuzz-seed {seed})")
     try:
         result = run_pass(ReferenceBackend(), libvirt, options, say=print)
     finally:
