@@ -288,10 +288,27 @@ def _live_input(domain: Domain, device: Device) -> None:
         raise LibvirtError(f"Operation not supported: input device on bus '{bus}' cannot be hot plugged.")
 
 
+# Disk type -> the <source> attribute naming what the disk opens.
+DISK_SOURCE_ATTRIBUTES: dict[str, str] = {"file": "file", "block": "dev"}
+
+
 def _live_disk(domain: Domain, device: Device) -> None:
     for other in domain.devices:
         if other.kind == "disk":
             check_disk_targets(other, device)
+    if device.element.get("device") == "cdrom" and _empty_source(device):
+        # libvirt builds the new drive's backend for QEMU before it looks at the bus or the
+        # controller, and an empty medium has no file name to give (checked on libvirtd for sata,
+        # scsi and usb CD-ROMs of type file and block).
+        raise LibvirtError("internal error: argument key 'filename' must not have null value")
+
+
+def _empty_source(disk: Device) -> bool:
+    attribute = DISK_SOURCE_ATTRIBUTES.get(disk.element.get("type") or "file")
+    if attribute is None:
+        return False
+    source = disk.element.find("source")
+    return source is None or not source.get(attribute)
 
 
 def _live_filesystem(domain: Domain, device: Device) -> None:
