@@ -26,7 +26,7 @@ class ReferenceBackend:
             # runs post-parse on it again, which on a stored definition changes no address (checked
             # on 64 random guests: the live topology at start equals the inactive one).
             try:
-                domain = reference.define(domain)
+                domain = reference.start(domain)
             except reference.LibvirtError as exc:
                 return Outcome(domain, Failure(0, "start", exc.message))
         for number, step in enumerate(case.steps, start=1):

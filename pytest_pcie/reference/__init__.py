@@ -3,6 +3,7 @@
 Public API (stable):
 
 * :func:`define` — the domain XML libvirt would store for a definition.
+* :func:`start` — the live XML of a guest started from a stored definition.
 * :func:`attach` — attach one device, offline (``--config``) or live (hotplug).
 * :func:`detach` — detach one device from the persistent definition.
 * :class:`LibvirtError` — raised, with libvirt's exact message text, where libvirt refuses.
@@ -14,13 +15,20 @@ from pytest_pcie.reference import attach as _attach
 from pytest_pcie.reference import define as _define
 from pytest_pcie.reference.errors import LibvirtError
 
-__all__ = ["LibvirtError", "attach", "define", "detach"]
+__all__ = ["LibvirtError", "attach", "define", "detach", "start"]
 
 
 def define(domain_xml: str) -> str:
     """Return the domain XML libvirt would store after ``virsh define``: defaults added, PCI
     controllers auto-added and every PCI address filled in."""
     return _define.define(domain_xml)
+
+
+def start(domain_xml: str) -> str:
+    """Return the live XML of a guest started from the stored definition ``domain_xml``: libvirt
+    runs post-parse on it again (no address changes), then refuses what QEMU's command line cannot
+    express, such as a USB companion without a master of its index."""
+    return _define.start(domain_xml)
 
 
 def attach(domain_xml: str, device_xml: str, *, live: bool) -> str:

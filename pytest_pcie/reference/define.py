@@ -8,12 +8,20 @@ from pytest_pcie.reference.assign import assign_addresses
 from pytest_pcie.reference.defaults import add_defaults
 from pytest_pcie.reference.parse import Domain, load_domain
 from pytest_pcie.reference.tables import FORMAT_ORDER
-from pytest_pcie.reference.validate import validate_domain
+from pytest_pcie.reference.validate import validate_domain, validate_start
 
 
 def define(domain_xml: str) -> str:
     """The domain XML libvirt stores for ``domain_xml`` (see :func:`pytest_pcie.reference.define`)."""
     return format_domain(define_domain(load_domain(domain_xml)))
+
+
+def start(domain_xml: str) -> str:
+    """The live XML of a guest started from the stored definition ``domain_xml`` (see
+    :func:`pytest_pcie.reference.start`)."""
+    domain = define_domain(load_domain(domain_xml))
+    validate_start(domain)
+    return format_domain(domain)
 
 
 def define_domain(domain: Domain) -> Domain:

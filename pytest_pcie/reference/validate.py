@@ -16,7 +16,7 @@ from pytest_pcie.reference.defaults import disk_controller
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset, unsupported_message
 from pytest_pcie.reference.model import Device
-from pytest_pcie.reference.parse import Domain
+from pytest_pcie.reference.parse import USB_COMPANION_MODELS, Domain
 
 # Video models that may also be secondary (non-primary) video devices.
 SECONDARY_VIDEO_MODELS = frozenset({"qxl", "virtio"})
@@ -121,6 +121,20 @@ def validate_domain(domain: Domain) -> None:
     sources = [_host_source(device) for device in domain.devices if device.kind == "hostdev"]
     if len([source for source in sources if source is not None]) != len({s for s in sources if s is not None}):
         raise LibvirtError("XML error: Hostdev already exists in the domain configuration")
+
+
+def validate_start(domain: Domain) -> None:
+    """The refusals libvirt makes only when it builds QEMU's command line to start the guest: a USB
+    companion (ich9-uhci1/2/3, or any controller with ``<master>``) needs a master USB controller of
+    its own index (qemuBuildUSBControllerDevProps)."""
+    usb = [device for device in domain.controllers if device.ctype == "usb" and device.model != "none"]
+    for companion in (device for device in usb if _is_usb_companion(device)):
+        if not any(device.index == companion.index and not _is_usb_companion(device) for device in usb):
+            raise LibvirtError("internal error: masterbus not found")
+
+
+def _is_usb_companion(controller: Device) -> bool:
+    return controller.model in USB_COMPANION_MODELS or controller.element.find("master") is not None
 
 
 def check_disk_targets(first: Device, second: Device) -> None:
