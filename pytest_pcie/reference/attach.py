@@ -210,6 +210,7 @@ def attach_live(domain: Domain, device: Device) -> None:
         addresses = live_address_set(domain)
         ensure_address(addresses, device, flags)
         _check_qemu_hotplug(domain, device)
+    _check_qemu_device_name(device)
     insert(domain, device)
 
 
@@ -256,6 +257,20 @@ def _check_qemu_hotplug(domain: Domain, device: Device) -> None:
         raise LibvirtError(
             f"internal error: unable to execute QEMU command 'device_add': Bus 'pci.{address.bus}' does not "
             "support hotplugging"
+        )
+
+
+# Controller models libvirt 9.0.0 asks QEMU for under a device name QEMU 7.2 does not have
+# (qemuControllerModelSCSITypeToString says 'dc-390'; QEMU calls it 'dc390').
+QEMU_UNKNOWN_DEVICE_NAMES: dict[tuple[str, str], str] = {("scsi", "dc390"): "dc-390"}
+
+
+def _check_qemu_device_name(device: Device) -> None:
+    """QEMU's refusal of a device_add naming a device model it does not have (checked on libvirtd)."""
+    name = QEMU_UNKNOWN_DEVICE_NAMES.get((device.ctype or "", device.model))
+    if device.kind == "controller" and name is not None:
+        raise LibvirtError(
+            f"internal error: unable to execute QEMU command 'device_add': '{name}' is not a valid device model name"
         )
 
 
