@@ -156,16 +156,43 @@ def _explain_devices(expected: etree._Element | None, actual: etree._Element | N
         return ["devices: none expected (define should fail), got a defined domain"]
     if actual is None:
         return ["devices: a defined domain expected, got none (define failed)"]
+    lines = []
+    for pair in pair_devices(expected, actual):
+        if pair.expected is not None and pair.actual is not None:
+            lines += [f"{pair.label}: {change}" for change in describe_changes(pair.expected, pair.actual)]
+        else:
+            lines.append(f"{pair.label}: {'missing' if pair.actual is None else 'unexpected'}")
+    return lines
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One device identity and its element on each side; None on the side that lacks it.
+
+    ``label`` is the expected side's when both have the device (a controller's label names its
+    model, which may be the very thing that differs).
+    """
+
+    label: str
+    expected: etree._Element | None
+    actual: etree._Element | None
+
+
+def pair_devices(expected: etree._Element, actual: etree._Element) -> list[Pair]:
+    """Pair the devices of two ``<devices>`` elements by identity (see :func:`identify`).
+
+    One pairing serves every explanation of two documents (a golden against a run here, libvirt
+    against the reference in :mod:`pytest_pcie.fuzz.differ`), so the two can never disagree on
+    which devices are "the same" and only their wording differs.  Report order: ``expected``'s
+    devices in document order, paired or not, then ``actual``'s unpaired ones in theirs.
+    """
     wanted = {device.key: device for device in identify(expected)}
     got = {device.key: device for device in identify(actual)}
-    lines = []
+    pairs = []
     for key, device in wanted.items():
-        if key not in got:
-            lines.append(f"{device.label}: missing")
-        else:
-            lines += [f"{device.label}: {change}" for change in describe_changes(device.element, got[key].element)]
-    lines += [f"{device.label}: unexpected" for key, device in got.items() if key not in wanted]
-    return lines
+        other = got.pop(key, None)
+        pairs.append(Pair(device.label, device.element, None if other is None else other.element))
+    return pairs + [Pair(device.label, None, device.element) for device in got.values()]
 
 
 def identify(devices: etree._Element) -> list[Device]:

@@ -19,7 +19,7 @@ from lxml import etree
 from pytest_pcie.backends.base import Backend
 from pytest_pcie.cases import Case
 from pytest_pcie.fuzz.example import Example, as_case
-from pytest_pcie.golden import canonical_text, describe_changes, identify
+from pytest_pcie.golden import canonical_text, describe_changes, pair_devices
 from pytest_pcie.normalise import DEVICES_TAG, FAILURE_TAG, normalise
 from pytest_pcie.outcome import Outcome
 
@@ -187,23 +187,25 @@ def _failure_lines(reference: etree._Element | None, libvirt: etree._Element | N
 
 
 def _device_lines(reference: etree._Element | None, libvirt: etree._Element | None) -> list[str]:
-    """Words for a topology mismatch, pairing devices the way golden explanations do."""
+    """Words for a topology mismatch, pairing devices exactly as golden explanations do.
+
+    libvirt is the side that is right (the expected one), so its order leads and its labels name
+    paired devices; an address gets its own wording because a misplaced device is the usual finding.
+    """
     if reference is None or libvirt is None:
         return []
-    ours = {device.key: device for device in identify(reference)}
-    theirs = {device.key: device for device in identify(libvirt)}
     lines = []
-    for key, device in theirs.items():
-        if key not in ours:
-            lines.append(f"libvirt has {device.label}{_at(device.element)}, reference does not")
-            continue
-        mine = ours[key].element
-        if _address(mine) != _address(device.element):
-            lines.append(f"reference puts {device.label} at {_address(mine)}, libvirt at {_address(device.element)}")
-        elif canonical_text(mine) != canonical_text(device.element):
-            changes = ", ".join(describe_changes(device.element, mine))
-            lines.append(f"{device.label}: {changes} (expected = libvirt, got = reference)")
-    lines += [f"reference has {d.label}{_at(d.element)}, libvirt does not" for k, d in ours.items() if k not in theirs]
+    for pair in pair_devices(libvirt, reference):
+        theirs, ours = pair.expected, pair.actual
+        if ours is None:
+            lines.append(f"libvirt has {pair.label}{_at(theirs)}, reference does not")
+        elif theirs is None:
+            lines.append(f"reference has {pair.label}{_at(ours)}, libvirt does not")
+        elif _address(ours) != _address(theirs):
+            lines.append(f"reference puts {pair.label} at {_address(ours)}, libvirt at {_address(theirs)}")
+        elif canonical_text(ours) != canonical_text(theirs):
+            changes = ", ".join(describe_changes(theirs, ours))
+            lines.append(f"{pair.label}: {changes} (expected = libvirt, got = reference)")
     return lines
 
 
@@ -215,5 +217,5 @@ def _address(device: etree._Element) -> str:
     return text + (f" multifunction={address.get('multifunction')}" if address.get("multifunction") else "")
 
 
-def _at(device: etree._Element) -> str:
-    return f" at {_address(device)}" if device.find("address") is not None else ""
+def _at(device: etree._Element | None) -> str:
+    return f" at {_address(device)}" if device is not None and device.find("address") is not None else ""
