@@ -80,3 +80,24 @@ def test_mkdocs_builds_strictly(tmp_path: Path) -> None:
     assert "WARNING" not in result.stderr
     assert (tmp_path / "site" / "gallery" / "index.html").is_file()
     assert (tmp_path / "site" / "gallery" / "policy.svg").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs not installed (tox -e docs has it)")
+def test_mkdocs_fails_strictly_on_a_link_the_site_cannot_resolve(tmp_path: Path) -> None:
+    """mkdocs only logs such links as INFO unless mkdocs.yml's ``validation`` raises them to warnings:
+    without it, a link into cases/ (outside docs/, so broken on the site) would build cleanly."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    page = tmp_path / "docs" / "index.md"
+    page.write_text(page.read_text() + "\nSee [a case](../cases/policy/) and [a heading](#no-such-heading).\n")
+    mkdocs = shutil.which("mkdocs") or "mkdocs"
+    result = subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "'../cases/policy/'" in result.stderr
+    assert "'#no-such-heading'" in result.stderr
