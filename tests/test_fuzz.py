@@ -23,6 +23,7 @@ from pytest_pcie.fuzz.catalogue import HOTPLUG_TARGET_MODELS, KINDS, ROOT_MODELS
 from pytest_pcie.fuzz.differ import Verdict, compare
 from pytest_pcie.fuzz.example import PCI_CONTROLLER, Address, Device, Example, Step, as_case
 from pytest_pcie.fuzz.runner import PassOptions, run_pass, summary_table
+from pytest_pcie.fuzz.shared_memory import SharedMemory, shmem_names
 from pytest_pcie.fuzz.shrink import shrink
 from pytest_pcie.fuzz.strategies import CONTROLLER_WEIGHTS, SINGLETONS, VALID, examples
 from pytest_pcie.fuzz.writer import write_disagreement
@@ -233,6 +234,72 @@ def test_a_seed_replays_the_same_examples_and_another_seed_does_not() -> None:
     assert len(runs[0]) == 25
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
+
+
+# --- shared memory ---------------------------------------------------------------------------------
+
+
+class ShmemBackend(FakeBackend):
+    """Creates ``<shm>/<name>`` for every shmem device it runs, as QEMU does in /dev/shm for a live guest."""
+
+    def __init__(self, name: str, shm: Path) -> None:
+        super().__init__(name)
+        self.shm = shm
+
+    def run(self, case: Case, machine: str) -> Outcome:
+        for text in (case.input_xml, *(step.device_xml for step in case.steps)):
+            for shmem in etree.fromstring(text.encode()).iter("shmem"):
+                (self.shm / shmem.get("name", "")).write_bytes(b"\0" * 64)
+        return super().run(case, machine)
+
+
+def shmem(n: int) -> Device:
+    return Device("shmem-ivshmem-plain", n)
+
+
+def test_a_pass_removes_the_shared_memory_files_its_guests_created_and_only_those(tmp_path: Path) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    (shm / "pcie-fuzz-1").write_text("left by an earlier run")  # a name the pass uses, but not its file
+    (shm / "someone-else").write_text("not the fuzzer's")
+    drawn = st.sampled_from([
+        Example("q35", Operation.ATTACH_LIVE, (shmem(1), nic("virtio", 2)), (Step(Action.ATTACH, shmem(3)),)),
+        Example("pc", Operation.DEFINE, (shmem(4), shmem(5))),
+    ])  # fmt: skip
+    backend = ShmemBackend("libvirt", shm)
+    result = run_pass(FakeBackend("reference"), backend, PassOptions(examples=4, seed=1, strategy=drawn, shm_dir=shm))
+    assert backend.runs > 0
+    created = {"pcie-fuzz-3", "pcie-fuzz-4", "pcie-fuzz-5"} & {path.name for path in result.shm_removed}
+    assert created, "the examples drawn created no file: the test proves nothing"
+    assert sorted(path.name for path in shm.iterdir()) == ["pcie-fuzz-1", "someone-else"]
+    assert not result.shm_left
+
+
+def test_a_shared_memory_file_stays_while_a_process_maps_it(tmp_path: Path) -> None:
+    shm, proc = tmp_path / "shm", tmp_path / "proc"
+    shm.mkdir()
+    (proc / "4242").mkdir(parents=True)
+    maps = proc / "4242" / "maps"
+    maps.write_text(f"7f8f79431000-7f8f79831000 rw-s 00000000 00:1b 111                        {shm}/pcie-fuzz-7\n")
+    shared = SharedMemory(shm, proc)
+    absent = shared.before([f"<domain><devices>{shmem(7).xml()}{shmem(8).xml()}</devices></domain>"])
+    assert absent == {"pcie-fuzz-7", "pcie-fuzz-8"}
+    for name in absent:
+        (shm / name).write_text("")
+    shared.after(absent)
+    removed, left = shared.remove(wait=0)
+    assert (removed, left) == ([shm / "pcie-fuzz-8"], [shm / "pcie-fuzz-7"])  # its guest is still running
+    maps.unlink()  # the guest is gone
+    assert shared.remove(wait=0) == ([shm / "pcie-fuzz-7"], [])
+    assert not any(shm.iterdir())
+
+
+def test_only_shmem_names_the_fuzzer_generates_are_ever_candidates() -> None:
+    xml = ("<domain><devices><shmem name='pcie-fuzz-2'/><shmem name='pcie-test'/><shmem name='pcie-fuzz-/x'/>"
+           "<memballoon model='none'/></devices></domain>")  # fmt: skip
+    assert shmem_names([xml, shmem(9).xml(), "<shmem name='pcie-fuzz-3'", "<rng model='virtio'/>"]) == {
+        "pcie-fuzz-2", "pcie-fuzz-9"
+    }  # fmt: skip
 
 
 # --- generator ---------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BOTH = frozenset({"pc", "q35"})
+# Every shmem device is named this plus its ordinal.  QEMU creates /dev/shm/<name> for it, which the
+# runner removes afterwards (pytest_pcie.fuzz.shared_memory), recognising the fuzzer's own by this.
+SHMEM_PREFIX = "pcie-fuzz-"
 Q35 = frozenset({"q35"})
 
 
@@ -111,8 +114,8 @@ OTHERS = [
     *(Kind(f"video-{model}", f"<video><model type='{model}'/>{{address}}</video>")
       for model in ("cirrus", "vga", "qxl", "virtio", "bochs", "vmvga")),
     Kind("watchdog-i6300esb", "<watchdog model='i6300esb' action='reset'>{address}</watchdog>", hotplug=True),
-    Kind("shmem-ivshmem-plain", "<shmem name='pcie-fuzz-{n}'><model type='ivshmem-plain'/><size unit='M'>4</size>"
-         "{address}</shmem>", hotplug=True, detachable=True),
+    Kind("shmem-ivshmem-plain", f"<shmem name='{SHMEM_PREFIX}{{n}}'><model type='ivshmem-plain'/>"
+         "<size unit='M'>4</size>{address}</shmem>", hotplug=True, detachable=True),
     *_virtio_rows("rng", "<rng model='{model}'><backend model='random'>/dev/urandom</backend>{address}</rng>",
                   hotplug=True),
     # libvirt 9.0.0 takes the (non-)transitional models only for input type='passthrough'.

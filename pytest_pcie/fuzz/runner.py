@@ -3,7 +3,9 @@
 Examples are drawn by hypothesis in its generate phase only, with a fixed seed and no database, so
 a seed replays the same examples whatever happened before.  The body never raises, so hypothesis
 never takes over: tallying, shrinking (:mod:`pytest_pcie.fuzz.shrink`) and writing are ours.  Once
-the time limit has passed the remaining draws are skipped, not run.
+the time limit has passed the remaining draws are skipped, not run.  At the end, the /dev/shm files
+the pass's guests created are removed (:mod:`pytest_pcie.fuzz.shared_memory`), so a pass leaves
+nothing behind on the host.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pytest_pcie.backends.base import Backend
 from pytest_pcie.cases import Operation
 from pytest_pcie.fuzz.differ import Comparison, Verdict, compare, mask
 from pytest_pcie.fuzz.example import Example
+from pytest_pcie.fuzz.shared_memory import GUESTS_GONE_WAIT, SHM_DIR, SharedMemory
 from pytest_pcie.fuzz.shrink import DEFAULT_BUDGET, shrink
 from pytest_pcie.fuzz.strategies import MACHINES, MIXED, OPERATIONS, Profile, examples
 from pytest_pcie.fuzz.writer import write_disagreement
@@ -61,6 +64,8 @@ class PassResult:
     counts: Counter[str] = field(default_factory=Counter)
     timed_out: bool = False
     seconds: float = 0.0
+    shm_removed: list[Path] = field(default_factory=list)
+    shm_left: list[Path] = field(default_factory=list)
 
     @property
     def total(self) -> Tally:
@@ -90,6 +95,7 @@ class PassOptions:
     max_written: int = DEFAULT_MAX_WRITTEN
     profile: Profile = MIXED
     strategy: st.SearchStrategy[Example] | None = None  # default: examples(machines, operations, profile)
+    shm_dir: Path | None = SHM_DIR  # where QEMU puts shmem files; None: leave shared memory alone
 
 
 def run_pass(
@@ -99,15 +105,24 @@ def run_pass(
     result = PassResult(options.seed, options.examples)
     started = time.monotonic()
     every = max(10, options.examples // 20)
+    shared = SharedMemory(options.shm_dir)
+
+    def run(example: Example) -> Comparison:
+        """Compare ``example`` on both backends, noting the shared-memory files its guests create."""
+        absent = shared.before([example.input_xml(), *(step.device.xml() for step in example.steps)])
+        try:
+            return compare(example, reference, libvirt)
+        finally:
+            shared.after(absent)
 
     def one(example: Example) -> None:
         if options.time_limit is not None and time.monotonic() - started > options.time_limit:
             result.timed_out = True
             return
-        comparison = compare(example, reference, libvirt)
+        comparison = run(example)
         result.tallies.setdefault((example.operation.value, example.machine), Tally()).add(comparison.verdict)
         if not comparison.agreed:
-            _found(comparison, reference, libvirt, options, result, say)
+            _found(comparison, run, options, result, say)
         done = result.total.examples
         if done % every == 0 or done == options.examples:
             total = result.total
@@ -125,15 +140,29 @@ def run_pass(
         suppress_health_check=list(HealthCheck),
     )
     drive: Callable[[], None] = configure(hypothesis_seed(options.seed)(given(strategy)(one)))
-    drive()
+    finished = False
+    try:
+        drive()
+        finished = True
+    finally:  # when interrupted, remove what is free now rather than wait for the guests
+        _remove_shared_memory(shared, GUESTS_GONE_WAIT if finished else 0.0, result, say)
     result.seconds = time.monotonic() - started
     return result
 
 
+def _remove_shared_memory(shared: SharedMemory, wait: float, result: PassResult, say: Callable[[str], None]) -> None:
+    """Remove the pass's /dev/shm files once its guests are gone, and say so (and what had to stay)."""
+    result.shm_removed, result.shm_left = shared.remove(wait)
+    if result.shm_removed:
+        say(f"removed {len(result.shm_removed)} shared-memory file(s) the pass's guests created in {shared.directory}")
+    if result.shm_left:
+        say(f"left {len(result.shm_left)} shared-memory file(s) still in use or not removable: "
+            + " ".join(str(path) for path in result.shm_left))  # fmt: skip
+
+
 def _found(
     comparison: Comparison,
-    reference: Backend,
-    libvirt: Backend,
+    run: Callable[[Example], Comparison],
     options: PassOptions,
     result: PassResult,
     say: Callable[[str], None],
@@ -148,10 +177,10 @@ def _found(
         return
 
     def same_way(candidate: Example) -> bool:
-        return compare(candidate, reference, libvirt).kind == comparison.kind
+        return run(candidate).kind == comparison.kind
 
     small = shrink(comparison.example, same_way, options.shrink_budget)
-    shrunk = compare(small, reference, libvirt)
+    shrunk = run(small)
     result.findings[first_seen] = shrunk
     if shrunk.signature in result.written:
         return
