@@ -37,8 +37,18 @@ _PCI_BRIDGE = int(Connect.PCI_BRIDGE)
 _PCI_DEVICE = int(Connect.PCI_DEVICE)
 _NEEDS_ROOT_PORT = int(Connect.PCIE_DEVICE | Connect.PCIE_SWITCH_UPSTREAM_PORT)
 
+# (controller model, hotplug wanted) -> (bus flags as int, first slot, last slot): the bus a model
+# provides, from tables.CONTROLLER_MODELS, worked out once instead of once per bus.
+_BUS_SHAPES: dict[tuple[str, bool], tuple[int, int, int]] = {
+    (name, hotplug): (
+        int(row.accepts | (Connect.HOTPLUGGABLE if hotplug and row.hotplug else NONE)), row.min_slot, row.max_slot
+    )
+    for name, row in CONTROLLER_MODELS.items()
+    for hotplug in (False, True)
+}
 
-@dataclass
+
+@dataclass(slots=True)
 class Bus:
     """One bus: what it accepts and its slots.
 
@@ -56,11 +66,8 @@ class Bus:
     hints: dict[tuple[bool, int | None], int] = field(default_factory=dict)
 
     def set_model(self, model: str, hotplug: bool) -> None:
-        row = CONTROLLER_MODELS[model]
         self.model = model
-        self.flags = int(row.accepts | (Connect.HOTPLUGGABLE if hotplug and row.hotplug else NONE))
-        self.min_slot = row.min_slot
-        self.max_slot = row.max_slot
+        self.flags, self.min_slot, self.max_slot = _BUS_SHAPES[model, hotplug]
 
     def fully_reserved(self) -> bool:
         return all(self.functions[self.min_slot : self.max_slot + 1])
@@ -190,15 +197,19 @@ class AddressSet:
         if self.dry_run and address.bus >= len(self.buses):
             address = self.grow(address, flags)
         self.validate(address, flags, from_config, requested)
-        bus = self.buses[address.bus]
-        used = bus.functions[address.slot]
-        if used & (1 << address.function):
+        if self.buses[address.bus].functions[address.slot] & (1 << address.function):
             category = "XML error" if from_config else "internal error"
             raise LibvirtError(f"{category}: Attempted double use of PCI Address {requested}")
+        self._take(address, flags)
+        return address
+
+    def _take(self, address: PciAddress, flags: Connect) -> None:
+        """Mark one checked, free function as used (and its slot as aggregating root ports)."""
+        bus = self.buses[address.bus]
+        used = bus.functions[address.slot]
         if not used and int(flags) & _AGGREGATE:
             bus.aggregate |= 1 << address.slot
         bus.functions[address.slot] = used | 1 << address.function
-        return address
 
     def release(self, address: PciAddress) -> None:
         bus = self.buses[address.bus]
@@ -207,8 +218,17 @@ class AddressSet:
         self._first_bus.clear()
 
     def reserve_next(self, flags: Connect, function: int | None = None) -> PciAddress:
-        """Find and reserve the next free address for a device with ``flags`` (function None = any)."""
-        return self.reserve(self.next_free(flags, function), flags, from_config=False)
+        """Find and reserve the next free address for a device with ``flags`` (function None = any).
+
+        An address found on an existing bus already passed every check ``reserve`` makes (the bus
+        fits the device, the slot is in range and the function free), so it is taken directly;
+        only an address on a bus the dry run just grew goes through ``reserve``."""
+        count = len(self.buses)
+        address = self.next_free(flags, function)
+        if address.bus >= count:
+            return self.reserve(address, flags, from_config=False)
+        self._take(address, flags)
+        return address
 
     def next_free(self, flags: Connect, function: int | None = None) -> PciAddress:
         """libvirt's search: buses from 0, slots from the bus's first; a slot is free when no function

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pytest_pcie.reference.addresses import AddressSet, Bus
-from pytest_pcie.reference.defaults import new_controller
+from pytest_pcie.reference.defaults import new_pci_controllers
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, device_class, fill_flags
 from pytest_pcie.reference.machine import Chipset
-from pytest_pcie.reference.model import Device, PciAddress, child, write_pci_address
+from pytest_pcie.reference.model import Device, PciAddress, child, write_pci_addresses
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_MODELS, USB2_FUNCTIONS, Connect
 
@@ -56,9 +56,7 @@ def assign_addresses(domain: Domain) -> None:
     fixed_chipset_slots(domain, addresses)
     _assign_classes(domain, addresses)
     set_multifunction(domain)
-    for device in domain.all_devices():
-        if device.address_type == "pci" and device.address is not None and not device.written:
-            write_pci_address(device)  # partial user addresses are stored in full
+    write_addresses(domain)
     fill_controller_defaults(domain)
     check_usb_devices(domain)
     check_usb_indexes(domain)
@@ -75,22 +73,21 @@ def check_usb_devices(domain: Domain) -> None:
         )
 
 
-# (element kind, attribute or "" for the model, value) of devices that sit on a USB port.
-USB_DEVICE_SIGNS: frozenset[tuple[str, str, str]] = frozenset(
-    {("hub", "type", "usb"), ("hostdev", "type", "usb"), ("disk", "bus", "usb"), ("controller", "type", "ccid"),
-     ("input", "bus", "usb"), ("serial", "", "usb-serial"), ("sound", "", "usb"), ("redirdev", "bus", "usb")}
-)
+# Element kind -> (attribute, or "" for the model; value) of the devices of that kind that sit on a USB port.
+USB_DEVICE_SIGNS: dict[str, tuple[str, str]] = {
+    "hub": ("type", "usb"), "hostdev": ("type", "usb"), "disk": ("bus", "usb"), "controller": ("type", "ccid"),
+    "input": ("bus", "usb"), "serial": ("", "usb-serial"), "sound": ("", "usb"), "redirdev": ("bus", "usb"),
+}
 
 
 def _is_usb_device(device: Device) -> bool:
-    for kind, attribute, value in USB_DEVICE_SIGNS:
-        if device.kind != kind:
-            continue
-        actual = device.extra.get("bus") if (kind, attribute) == ("disk", "bus") else (
-            device.element.get(attribute) if attribute else device.model)
-        if actual == value:
-            return True
-    return False
+    sign = USB_DEVICE_SIGNS.get(device.kind)
+    if sign is None:
+        return False
+    attribute, value = sign
+    if device.kind == "disk":
+        return device.extra.get("bus") == value  # the bus implied by the target name counts too
+    return (device.element.get(attribute) if attribute else device.model) == value
 
 
 def check_usb_indexes(domain: Domain) -> None:
@@ -121,13 +118,18 @@ def _plan(domain: Domain, buses: int, max_index: int) -> int:
     existing = {controller.index for controller in domain.pci_controllers()}
     index = 1
     while index < addresses.count:
-        model = addresses.buses[index].model
-        if index not in existing and model is not None:
-            controller = new_controller(domain, "pci", index, model)
+        # Placing a new controller can grow the table again (a bridge needs a root port): the
+        # buses added meanwhile get their controllers in the next round, in index order.
+        wanted = [
+            (number, model)
+            for number, model in ((number, addresses.buses[number].model) for number in range(index, addresses.count))
+            if number not in existing and model is not None
+        ]
+        index = addresses.count
+        for controller in new_pci_controllers(domain, wanted):
             controller.flags = connect_flags(controller, NONE)
-            if model not in ROOT_MODELS:
+            if controller.model not in ROOT_MODELS:
                 addresses.reserve_next(controller.flags)
-        index += 1
     return addresses.count
 
 
@@ -370,9 +372,23 @@ def _reserve_next(addresses: AddressSet, device: Device) -> None:
 
 
 def _commit(device: Device, address: PciAddress, multifunction: str | None) -> None:
+    """Give ``device`` its address; :func:`write_addresses` writes it into the XML afterwards."""
     device.address = address
     device.multifunction = multifunction
-    write_pci_address(device)
+    device.address_type = "pci"
+    device.written = False
+
+
+def write_addresses(domain: Domain) -> None:
+    """Write every PCI address not yet in libvirt's full spelling: the ones placed, and the partial
+    ones users wrote (libvirt stores those in full)."""
+    write_pci_addresses(
+        [
+            device
+            for device in domain.all_devices()
+            if device.address_type == "pci" and device.address is not None and not device.written
+        ]
+    )
 
 
 # -- after placement ---------------------------------------------------------------------------
@@ -393,7 +409,7 @@ def set_multifunction(domain: Domain) -> None:
         first = by_slot.get((device.address.domain, device.address.bus, device.address.slot))
         if first is not None and first.multifunction is None:
             first.multifunction = "on"
-            write_pci_address(first)
+            first.written = False
 
 
 def fill_controller_defaults(domain: Domain) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytest_pcie.reference.addresses import AddressSet
-from pytest_pcie.reference.assign import assign_addresses, build_set, fixed_chipset_slots
+from pytest_pcie.reference.assign import assign_addresses, build_set, fixed_chipset_slots, write_addresses
 from pytest_pcie.reference.defaults import add_defaults
 from pytest_pcie.reference.define import format_domain
 from pytest_pcie.reference.errors import LibvirtError
@@ -220,6 +220,7 @@ def live_address_set(domain: Domain) -> AddressSet:
     fill_flags(domain)
     addresses = build_set(domain, count, dry_run=False)
     fixed_chipset_slots(domain, addresses)
+    write_addresses(domain)  # any chipset-fixed address it had to fill in
     return addresses
 
 

@@ -8,9 +8,11 @@ model requires or forbids, with libvirt's three message shapes (required / not v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from pytest_pcie.reference.elements import element_text, make_elements
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.model import Device, child, parse_int
+from pytest_pcie.reference.model import Device, Element, child, parse_int
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.tables import CONTROLLER_MODELS, MODEL_NAMES, Target
 
@@ -67,6 +69,7 @@ class Options:
 
 def apply_defaults(domain: Domain) -> None:
     """Fill in model names and target defaults for every PCI controller, then the bridge index check."""
+    pending: list[tuple[Device, Options]] = []
     for controller in list(domain.pci_controllers()):
         row = CONTROLLER_MODELS.get(controller.model)
         if row is None:
@@ -93,13 +96,17 @@ def apply_defaults(domain: Domain) -> None:
             defaults["busNr"] = bus_nr
         for option, value in defaults.items():
             options.values.setdefault(option, value)
-        _write(controller, options)
+        if row.target is Target.BUS_NR:
+            _write_settings([(controller, options)])  # the next expander's default busNr reads it
+        else:
+            pending.append((controller, options))
         if controller.model == "pci-bridge" and address is not None and (controller.index or 0) <= address.bus:
             index = controller.index or 0
             raise LibvirtError(
                 f"unsupported configuration: PCI controller at index {index} (0x{index:02x}) has "
                 f"bus='0x{address.bus:02x}', but index must be larger than bus"
             )
+    _write_settings(pending)
 
 
 def _new_bus_nr(domain: Domain) -> int | None:
@@ -113,40 +120,80 @@ def _new_bus_nr(domain: Domain) -> int | None:
     return None if lowest <= 2 else lowest - 2
 
 
-def _write(controller: Device, options: Options) -> None:
-    element = controller.element
-    old_model = child(element, "model")
-    if options.model_name is not None:
-        if old_model is None:
-            old_model = element.makeelement("model", {})
-            element.insert(0, old_model)
-        old_model.set("name", options.model_name)
-    old_target = child(element, "target")
-    node = child(old_target, "node") if old_target is not None else None
-    attributes = {OPTION_OF_ATTRIBUTE.get(name, name): name for name, _ in TARGET_ATTRIBUTES}
-    if not any(option in options.values for option in attributes) and node is None:
-        return
-    target = element.makeelement("target", {})
-    for attribute, hexadecimal in TARGET_ATTRIBUTES:
-        option = OPTION_OF_ATTRIBUTE.get(attribute, attribute)
-        if option not in options.values:
-            continue
-        value = options.values[option]
-        if isinstance(value, int):
-            target.set(attribute, f"0x{value:x}" if hexadecimal else str(value))
+# (attribute, option it holds, written in hex) in libvirt's order, resolved once.
+_TARGET_OPTIONS: tuple[tuple[str, str, bool], ...] = tuple(
+    (attribute, OPTION_OF_ATTRIBUTE.get(attribute, attribute), hexadecimal)
+    for attribute, hexadecimal in TARGET_ATTRIBUTES
+)
+
+
+class _SettingsPlan(NamedTuple):
+    """What :func:`_write_settings` does to one controller once the new elements are built."""
+
+    controller: Device
+    new_model: bool
+    new_target: bool
+    old_target: Element | None
+    node: Element | None
+
+
+def _write_settings(items: list[tuple[Device, Options]]) -> None:
+    """Store the model name and ``<target>`` options of each controller in its element, as libvirt
+    formats them.  The new ``<model>`` and ``<target>`` elements are built in one batch (see
+    :mod:`elements`): a large domain has one per auto-added root port."""
+    texts: list[str] = []
+    plans: list[_SettingsPlan] = []
+    for controller, options in items:
+        element = controller.element
+        if controller.implicit and len(element) <= 1:  # added by libvirt: an <address> at most
+            old_model = old_target = node = None
         else:
-            target.set(attribute, value)
-    if node is not None:
-        target.append(node)
-    if old_target is not None:
-        old_target.addprevious(target)
-        element.remove(old_target)
-    else:
+            old_model = child(element, "model")
+            old_target = child(element, "target")
+            node = child(old_target, "node") if old_target is not None else None
+        new_model = options.model_name is not None and old_model is None
+        if new_model:
+            texts.append(element_text("model", {"name": str(options.model_name)}))
+        elif options.model_name is not None and old_model is not None:
+            old_model.set("name", options.model_name)
+        attributes = _target_attributes(options.values)
+        new_target = bool(attributes) or node is not None
+        if new_target:
+            texts.append(element_text("target", attributes))
+        plans.append(_SettingsPlan(controller, new_model, new_target, old_target, node))
+    built = iter(make_elements(texts))
+    for plan in plans:
+        element = plan.controller.element
+        if plan.new_model:
+            element.insert(0, next(built))
+        if not plan.new_target:
+            continue
+        target = next(built)
+        if plan.node is not None:
+            target.append(plan.node)
+        if plan.old_target is not None:
+            plan.old_target.addprevious(target)
+            element.remove(plan.old_target)
+            continue
         model = child(element, "model")
         if model is not None:
             model.addnext(target)
         else:
             element.insert(0, target)
+
+
+def _target_attributes(values: dict[str, int | str]) -> dict[str, str]:
+    """The ``<target>`` attributes for ``values``, in libvirt's order and number spelling."""
+    attributes: dict[str, str] = {}
+    for attribute, option, hexadecimal in _TARGET_OPTIONS:
+        value = values.get(option)
+        if value is None:
+            continue
+        if isinstance(value, int):
+            attributes[attribute] = f"0x{value:x}" if hexadecimal else str(value)
+        else:
+            attributes[attribute] = value
+    return attributes
 
 
 def validate_controller(controller: Device) -> None:

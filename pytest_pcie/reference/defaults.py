@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from pytest_pcie.reference.elements import element_text, make_elements
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device
@@ -78,6 +79,23 @@ def new_controller(domain: Domain, ctype: str, index: int, model: str | None) ->
     _place_controller_element(domain, element)
     domain.controllers.append(device)
     return device
+
+
+def new_pci_controllers(domain: Domain, wanted: list[tuple[int, str]]) -> list[Device]:
+    """Append the PCI controllers the assigner adds, ``(index, model)`` each, in that order.
+
+    The assigner adds them by the hundred in a large domain, so their elements are built in one
+    batch (see :mod:`elements`) rather than one by one like :func:`new_controller`."""
+    texts = [
+        element_text("controller", {"type": "pci", "index": str(index), "model": model}) for index, model in wanted
+    ]
+    added = []
+    for (index, model), element in zip(wanted, make_elements(texts), strict=True):
+        device = Device(element, "controller", model, "pci", index, implicit=True)
+        _place_controller_element(domain, element)
+        domain.controllers.append(device)
+        added.append(device)
+    return added
 
 
 def _place_controller_element(domain: Domain, element: etree._Element) -> None:

@@ -2,16 +2,19 @@
 
 The reference works on the lxml tree itself (so every element it does not understand survives a
 define untouched) and keeps, per device, the few facts address assignment needs: its class, model,
-controller type/index, and its PCI address.  Addresses are written back into the tree only when
-the assigner commits them, in libvirt's spelling.
+controller type/index, and its PCI address.  Addresses are written back into the tree once
+placement is over, all in one batch, in libvirt's spelling.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lxml import etree
 
+from pytest_pcie.reference.elements import make_elements
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.tables import FORMAT_ORDER, Connect
 
@@ -19,9 +22,11 @@ Element = etree._Element
 NO_FLAGS = Connect(0)
 
 
-@dataclass(frozen=True, order=True)
-class PciAddress:
-    """A guest PCI address (domain 0 on x86).  ``bus`` is the index of the controller providing it."""
+class PciAddress(NamedTuple):
+    """A guest PCI address (domain 0 on x86).  ``bus`` is the index of the controller providing it.
+
+    A named tuple rather than a frozen dataclass: the assigner makes one per device searched for and
+    reserved, and a tuple is several times cheaper to build, hash and compare."""
 
     domain: int
     bus: int
@@ -38,7 +43,7 @@ class PciAddress:
         return self.domain == 0 and self.bus == 0 and self.slot == 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Device:
     """One device of the domain, as far as PCI placement cares.
 
@@ -136,28 +141,46 @@ def read_pci_address(element: Element) -> tuple[PciAddress, str | None]:
     return PciAddress(parts["domain"], parts["bus"], parts["slot"], parts["function"]), multi
 
 
+# libvirt's spelling of each address part, computed once: the assigner writes hundreds of addresses
+# into a large domain, and formatting them was a visible share of a define.
+_DOMAIN_TEXT: dict[int, str] = {0: "0x0000"}
+_BYTE_TEXT: tuple[str, ...] = tuple(f"0x{number:02x}" for number in range(256))
+_FUNCTION_TEXT: tuple[str, ...] = tuple(f"0x{number:x}" for number in range(8))
+
+
 def write_pci_address(device: Device) -> None:
     """Write ``device.address`` into its element as libvirt formats it."""
+    write_pci_addresses([device])
+
+
+def write_pci_addresses(devices: Sequence[Device]) -> None:
+    """Write the ``address`` of each of ``devices`` into its element as libvirt formats it, replacing
+    the ``<address>`` it had (the elements are built in one batch: see :mod:`elements`)."""
+    built = make_elements([_address_text(device) for device in devices])
+    for device, new in zip(devices, built, strict=True):
+        element = device.element
+        old = child(element, "address") if device.address_type is not None else None
+        if old is not None:
+            old.addprevious(new)
+            element.remove(old)
+        else:
+            element.append(new)
+        device.address_type = "pci"
+        device.written = True
+
+
+def _address_text(device: Device) -> str:
+    """The ``<address>`` element as text.  Every value is a number the assigner formats or the
+    multifunction value the parser checked to be on/off, so nothing needs escaping."""
     address = device.address
     assert address is not None
-    old = child(device.element, "address") if device.address_type is not None else None
-    attributes = {
-        "type": "pci",
-        "domain": f"0x{address.domain:04x}",
-        "bus": f"0x{address.bus:02x}",
-        "slot": f"0x{address.slot:02x}",
-        "function": f"0x{address.function:x}",
-    }
-    if device.multifunction is not None:
-        attributes["multifunction"] = device.multifunction
-    new = device.element.makeelement("address", attributes)  # same document: no new xmlDoc
-    if old is not None:
-        old.addprevious(new)
-        device.element.remove(old)
-    else:
-        device.element.append(new)
-    device.address_type = "pci"
-    device.written = True
+    domain = _DOMAIN_TEXT.get(address.domain) or f"0x{address.domain:04x}"
+    bus = _BYTE_TEXT[address.bus] if address.bus < 256 else f"0x{address.bus:02x}"
+    multifunction = "" if device.multifunction is None else f' multifunction="{device.multifunction}"'
+    return (
+        f'<address type="pci" domain="{domain}" bus="{bus}" slot="{_BYTE_TEXT[address.slot]}" '
+        f'function="{_FUNCTION_TEXT[address.function]}"{multifunction}/>'
+    )
 
 
 def insert_device(devices: Element, element: Element) -> None:

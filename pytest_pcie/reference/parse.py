@@ -135,8 +135,11 @@ def _read_devices(devices_element: Element) -> dict[Element, Device]:
     """Read every tracked device kind by kind in libvirt's parse order, with the parse-time checks
     where libvirt makes them, so a domain with several problems fails with the one libvirt names."""
     read: dict[Element, Device] = {}
+    by_kind: dict[str, list[Element]] = {}
+    for element in devices_element:
+        by_kind.setdefault(str(element.tag), []).append(element)
     for kind in PARSE_ORDER:
-        elements = [element for element in devices_element if element.tag == kind]
+        elements = by_kind.get(kind, [])
         if len(elements) > 1 and kind in SINGLE_DEVICE_MESSAGES:
             raise LibvirtError(SINGLE_DEVICE_MESSAGES[kind])
         devices: list[Device] = []
