@@ -238,15 +238,19 @@ class AddressSet:
         want = 0 if function is None else function
         wanted = int(flags)
         key = (wanted, function)
-        for number in range(self._first_bus.get(key, 0), len(self.buses)):
-            bus = self.buses[number]
+        buses = self.buses
+        for number in range(self._first_bus.get(key, 0), len(buses)):
+            bus = buses[number]
             if not _fits(bus.flags, wanted, number):
                 continue
             found = self._free_on_bus(bus, number, wanted, function)
             if found is not None:
-                self._first_bus[key] = number
+                # A device taking the last slot of a bus fills it for every later search of its kind
+                # (root ports excepted: they share a slot), so those can start at the next bus.
+                full = found.slot == bus.max_slot and not wanted & _AGGREGATE
+                self._first_bus[key] = number + 1 if full else number
                 return found
-        self._first_bus[key] = len(self.buses)
+        self._first_bus[key] = len(buses)
         if self.dry_run:
             target = PciAddress(0, len(self.buses), 0, want)
             target = self.grow(target, flags)

@@ -56,8 +56,8 @@ def assign_addresses(domain: Domain) -> None:
     fixed_chipset_slots(domain, addresses)
     _assign_classes(domain, addresses)
     set_multifunction(domain)
-    write_addresses(domain)
     fill_controller_defaults(domain)
+    write_addresses(domain)
     check_usb_devices(domain)
     check_usb_indexes(domain)
 

@@ -8,9 +8,10 @@ model requires or forbids, with libvirt's three message shapes (required / not v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
-from pytest_pcie.reference.elements import element_text, make_elements
+from pytest_pcie.reference.elements import element_text, make_elements, quoted
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.model import Device, Element, child, parse_int
 from pytest_pcie.reference.parse import Domain
@@ -153,13 +154,13 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
             node = child(old_target, "node") if old_target is not None else None
         new_model = options.model_name is not None and old_model is None
         if new_model:
-            texts.append(element_text("model", {"name": str(options.model_name)}))
+            texts.append(_model_text(options.model_name))
         elif options.model_name is not None and old_model is not None:
             old_model.set("name", options.model_name)
         attributes = _target_attributes(options.values)
         new_target = bool(attributes) or node is not None
         if new_target:
-            texts.append(element_text("target", attributes))
+            texts.append(f"<target{attributes}/>")
         plans.append(_SettingsPlan(controller, new_model, new_target, old_target, node))
     built = iter(make_elements(texts))
     for plan in plans:
@@ -182,18 +183,25 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
             element.insert(0, target)
 
 
-def _target_attributes(values: dict[str, int | str]) -> dict[str, str]:
-    """The ``<target>`` attributes for ``values``, in libvirt's order and number spelling."""
-    attributes: dict[str, str] = {}
+@cache
+def _model_text(name: str) -> str:
+    """``<model name=...>`` as element text (one per model name, made once)."""
+    return element_text("model", {"name": name})
+
+
+def _target_attributes(values: dict[str, int | str]) -> str:
+    """The ``<target>`` attributes for ``values`` as element text, in libvirt's order and number
+    spelling ("" when there are none)."""
+    spelled = ""
     for attribute, option, hexadecimal in _TARGET_OPTIONS:
         value = values.get(option)
         if value is None:
             continue
         if isinstance(value, int):
-            attributes[attribute] = f"0x{value:x}" if hexadecimal else str(value)
+            spelled += f' {attribute}="0x{value:x}"' if hexadecimal else f' {attribute}="{value}"'
         else:
-            attributes[attribute] = value
-    return attributes
+            spelled += f" {attribute}={quoted(value)}"
+    return spelled
 
 
 def validate_controller(controller: Device) -> None:

@@ -20,7 +20,7 @@ _ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("\n"
 _SPECIAL = frozenset(character for character, _ in _ESCAPES) | {"\r"}
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     """``value`` as a double-quoted attribute value (escaped only when it needs to be: values the
     assigner writes itself are plain numbers and model names)."""
     if _SPECIAL.isdisjoint(value):
@@ -32,7 +32,7 @@ def _quoted(value: str) -> str:
 
 def element_text(tag: str, attributes: Mapping[str, str], children: Sequence[str] = ()) -> str:
     """The text of one element with ``attributes`` (in their order) and already-built ``children``."""
-    spelled = "".join([f" {name}={_quoted(value)}" for name, value in attributes.items()])
+    spelled = "".join([f" {name}={quoted(value)}" for name, value in attributes.items()])
     if not children:
         return f"<{tag}{spelled}/>"
     return f"<{tag}{spelled}>{''.join(children)}</{tag}>"

@@ -63,6 +63,9 @@ class Device:
     flags: Connect = NO_FLAGS
     implicit: bool = False
     written: bool = False  # the <address> element is already in libvirt's full spelling
+    # the element has an <address> child (so writing one replaces it): known without looking, as
+    # looking costs a Python object per child element
+    has_address_element: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -159,7 +162,7 @@ def write_pci_addresses(devices: Sequence[Device]) -> None:
     built = make_elements([_address_text(device) for device in devices])
     for device, new in zip(devices, built, strict=True):
         element = device.element
-        old = child(element, "address") if device.address_type is not None else None
+        old = child(element, "address") if device.has_address_element else None
         if old is not None:
             old.addprevious(new)
             element.remove(old)
@@ -167,6 +170,7 @@ def write_pci_addresses(devices: Sequence[Device]) -> None:
             element.append(new)
         device.address_type = "pci"
         device.written = True
+        device.has_address_element = True
 
 
 def _address_text(device: Device) -> str:

@@ -254,6 +254,7 @@ def _read_address(device: Device) -> None:
     address = child(device.element, "address")
     if address is None:
         return
+    device.has_address_element = True
     device.address_type = address.get("type")
     if device.address_type == "pci":
         device.address, device.multifunction = read_pci_address(address)
