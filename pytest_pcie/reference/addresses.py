@@ -9,6 +9,7 @@ of failing, adding the buses the device needs (root port, pci-bridge, or root po
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.model import PciAddress
@@ -24,6 +25,7 @@ from pytest_pcie.reference.tables import (
 
 MAX_SLOT = 31
 MAX_FUNCTION = 7
+_NO_FUNCTIONS = (0,) * (MAX_SLOT + 1)
 
 # Plain-int copies of the flags the next-free search tests for every bus: enum arithmetic is an
 # order of magnitude slower, and the search runs once per device.
@@ -61,9 +63,9 @@ class Bus:
     flags: int = 0  # Connect bits, as a plain int (see _fits)
     min_slot: int = 0
     max_slot: int = MAX_SLOT
-    functions: list[int] = field(default_factory=lambda: [0] * (MAX_SLOT + 1))
+    functions: list[int] = field(default_factory=partial(list, _NO_FUNCTIONS))  # C-level copy, no lambda frame
     aggregate: int = 0
-    hints: dict[tuple[bool, int | None], int] = field(default_factory=dict)
+    hints: dict[int, int] = field(default_factory=dict)
 
     def set_model(self, model: str, hotplug: bool) -> None:
         self.model = model
@@ -252,32 +254,35 @@ class AddressSet:
                 return found
         self._first_bus[key] = len(buses)
         if self.dry_run:
-            target = PciAddress(0, len(self.buses), 0, want)
-            target = self.grow(target, flags)
-            return PciAddress(0, target.bus, self.buses[target.bus].min_slot, want)
+            target = self.grow(PciAddress(0, len(buses), 0, want), flags)
+            grown = buses[target.bus]
+            if grown.min_slot == grown.max_slot and not wanted & _AGGREGATE:
+                self._first_bus[key] = target.bus + 1  # the caller fills its one slot (see above)
+            return PciAddress(0, target.bus, grown.min_slot, want)
         raise LibvirtError("internal error: No more available PCI slots")
 
     @staticmethod
     def _free_on_bus(bus: Bus, number: int, flags: int, function: int | None) -> PciAddress | None:
         want = 0 if function is None else function
         aggregating = bool(flags & _AGGREGATE)
-        key = (aggregating, function)
+        # one hint per kind of search: (aggregating or not) x (function None, 0..7), as a small int
+        key = (10 if aggregating else 0) + (0 if function is None else function + 1)
+        hints = bus.hints
         functions = bus.functions
-        for slot_number in range(max(bus.min_slot, bus.hints.get(key, 0)), bus.max_slot + 1):
+        aggregate = bus.aggregate if aggregating else 0
+        for slot_number in range(max(bus.min_slot, hints.get(key, 0)), bus.max_slot + 1):
             used = functions[slot_number]
             if not used:
-                bus.hints[key] = slot_number
+                hints[key] = slot_number
                 return PciAddress(0, number, slot_number, want)
-            if aggregating and bus.aggregate & (1 << slot_number):
-                if not used & (1 << want):
-                    bus.hints[key] = slot_number
-                    return PciAddress(0, number, slot_number, want)
-                if function is None:
-                    for candidate in range(MAX_FUNCTION + 1):
-                        if not used & (1 << candidate):
-                            bus.hints[key] = slot_number
-                            return PciAddress(0, number, slot_number, candidate)
-        bus.hints[key] = bus.max_slot + 1
+            if not aggregate >> slot_number & 1:
+                continue
+            # a slot of root ports: the wanted function, or with none wanted the lowest free one
+            lowest_free = ~used & (used + 1) if function is None else 1 << want & ~used
+            if 0 < lowest_free <= 1 << MAX_FUNCTION:
+                hints[key] = slot_number
+                return PciAddress(0, number, slot_number, lowest_free.bit_length() - 1)
+        hints[key] = bus.max_slot + 1
         return None
 
     # -- growth (dry run only) ----------------------------------------------------------------

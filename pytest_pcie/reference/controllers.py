@@ -134,6 +134,7 @@ class _SettingsPlan(NamedTuple):
     controller: Device
     new_model: bool
     new_target: bool
+    old_model: Element | None
     old_target: Element | None
     node: Element | None
 
@@ -161,12 +162,14 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
         new_target = bool(attributes) or node is not None
         if new_target:
             texts.append(f"<target{attributes}/>")
-        plans.append(_SettingsPlan(controller, new_model, new_target, old_target, node))
+        plans.append(_SettingsPlan(controller, new_model, new_target, old_model, old_target, node))
     built = iter(make_elements(texts))
     for plan in plans:
         element = plan.controller.element
+        model = plan.old_model
         if plan.new_model:
-            element.insert(0, next(built))
+            model = next(built)
+            element.insert(0, model)
         if not plan.new_target:
             continue
         target = next(built)
@@ -175,9 +178,7 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
         if plan.old_target is not None:
             plan.old_target.addprevious(target)
             element.remove(plan.old_target)
-            continue
-        model = child(element, "model")
-        if model is not None:
+        elif model is not None:
             model.addnext(target)
         else:
             element.insert(0, target)

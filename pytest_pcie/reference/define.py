@@ -45,5 +45,7 @@ def _sort_devices(domain: Domain) -> None:
     rank = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
     list_rank = {id(device.element): number for number, device in enumerate(domain.all_devices())}
     children = list(domain.devices_element)
-    children.sort(key=lambda child: (rank.get(str(child.tag), len(FORMAT_ORDER)), list_rank.get(id(child), 0)))
-    domain.devices_element[:] = children
+    keys = [(rank.get(str(child.tag), len(FORMAT_ORDER)), list_rank.get(id(child), 0)) for child in children]
+    order = sorted(range(len(children)), key=keys.__getitem__)
+    if order != list(range(len(children))):  # re-inserting every child is costly: only when needed
+        domain.devices_element[:] = [children[position] for position in order]
