@@ -168,14 +168,15 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
     return addresses
 
 
+_ITERATE_RANK: dict[str, int] = {kind: number for number, kind in enumerate(ITERATE_ORDER)}
+
+
 def iterate_devices(domain: Domain) -> Iterator[Device]:
     """All devices in libvirt's iteration order (virDomainDeviceInfoIterate)."""
-    rank = {kind: number for number, kind in enumerate(ITERATE_ORDER)}
     by_kind: dict[int, list[Device]] = {}
     for device in domain.devices:
-        kind = "hostdev" if device_class(device) == "hostdev" and device.kind == "hostdev" else device.kind
-        by_kind.setdefault(rank.get(kind, len(ITERATE_ORDER)), []).append(device)
-    by_kind.setdefault(rank["controller"], []).extend(domain.controllers)
+        by_kind.setdefault(_ITERATE_RANK.get(device.kind, len(ITERATE_ORDER)), []).append(device)
+    by_kind.setdefault(_ITERATE_RANK["controller"], []).extend(domain.controllers)
     for number in sorted(by_kind):
         yield from by_kind[number]
 
