@@ -52,8 +52,8 @@ def test_pcie_root_does_not_auto_assign_endpoints_but_takes_root_ports() -> None
     bus.set_model("pcie-root", False)
     table = AddressSet([bus], dry_run=False)
     with pytest.raises(LibvirtError, match="No more available PCI slots"):
-        table.next_free(Connect.PCIE_DEVICE | Connect.AUTOASSIGN)
-    assert table.next_free(Connect.PCIE_ROOT_PORT | Connect.AGGREGATE_SLOT) == PciAddress(0, 0, 1, 0)
+        table.reserve_next(Connect.PCIE_DEVICE | Connect.AUTOASSIGN)
+    assert table.reserve_next(Connect.PCIE_ROOT_PORT | Connect.AGGREGATE_SLOT) == PciAddress(0, 0, 1, 0)
 
 
 def test_root_ports_share_a_slot_eight_ways() -> None:

@@ -222,44 +222,38 @@ class AddressSet:
     def reserve_next(self, flags: Connect, function: int | None = None) -> PciAddress:
         """Find and reserve the next free address for a device with ``flags`` (function None = any).
 
-        An address found on an existing bus already passed every check ``reserve`` makes (the bus
-        fits the device, the slot is in range and the function free), so it is taken directly;
-        only an address on a bus the dry run just grew goes through ``reserve``."""
-        count = len(self.buses)
-        address = self.next_free(flags, function)
-        if address.bus >= count:
-            return self.reserve(address, flags, from_config=False)
-        self._take(address, flags)
-        return address
-
-    def next_free(self, flags: Connect, function: int | None = None) -> PciAddress:
-        """libvirt's search: buses from 0, slots from the bus's first; a slot is free when no function
-        is used, or (for root ports) when it aggregates root ports and has a free function."""
-        if not self.buses:
+        libvirt's search: buses from 0, slots from the bus's first; a slot is free when no function
+        is used, or (for root ports) when it aggregates root ports and has a free function.  An
+        address found on an existing bus already passed every check ``reserve`` makes (the bus fits
+        the device, the slot is in range and the function free), so it is taken directly; only an
+        address on a bus the dry run grows for it goes through ``reserve``."""
+        buses = self.buses
+        if not buses:
             raise LibvirtError("XML error: No PCI buses available")
-        want = 0 if function is None else function
         wanted = int(flags)
         key = (wanted, function)
-        buses = self.buses
         for number in range(self._first_bus.get(key, 0), len(buses)):
             bus = buses[number]
             if not _fits(bus.flags, wanted, number):
                 continue
             found = self._free_on_bus(bus, number, wanted, function)
-            if found is not None:
-                # A device taking the last slot of a bus fills it for every later search of its kind
-                # (root ports excepted: they share a slot), so those can start at the next bus.
-                full = found.slot == bus.max_slot and not wanted & _AGGREGATE
-                self._first_bus[key] = number + 1 if full else number
-                return found
+            if found is None:
+                continue
+            # A device taking the last slot of a bus fills it for every later search of its kind
+            # (root ports excepted: they share a slot), so those can start at the next bus.
+            full = found.slot == bus.max_slot and not wanted & _AGGREGATE
+            self._first_bus[key] = number + 1 if full else number
+            self._take(found, flags)
+            return found
         self._first_bus[key] = len(buses)
-        if self.dry_run:
-            target = self.grow(PciAddress(0, len(buses), 0, want), flags)
-            grown = buses[target.bus]
-            if grown.min_slot == grown.max_slot and not wanted & _AGGREGATE:
-                self._first_bus[key] = target.bus + 1  # the caller fills its one slot (see above)
-            return PciAddress(0, target.bus, grown.min_slot, want)
-        raise LibvirtError("internal error: No more available PCI slots")
+        if not self.dry_run:
+            raise LibvirtError("internal error: No more available PCI slots")
+        want = 0 if function is None else function
+        target = self.grow(PciAddress(0, len(buses), 0, want), flags)
+        grown = buses[target.bus]
+        if grown.min_slot == grown.max_slot and not wanted & _AGGREGATE:
+            self._first_bus[key] = target.bus + 1  # its one slot is taken just below (see above)
+        return self.reserve(PciAddress(0, target.bus, grown.min_slot, want), flags, from_config=False)
 
     @staticmethod
     def _free_on_bus(bus: Bus, number: int, flags: int, function: int | None) -> PciAddress | None:
