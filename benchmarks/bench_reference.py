@@ -39,23 +39,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import count as numbers
 from pathlib import Path
 from typing import Any
 
-from lxml import etree
-
+from pytest_pcie.backends.base import BackendUnavailable
+from pytest_pcie.backends.libvirt import pick_domain_type, sigint_deferred
 from pytest_pcie.backends.libvirt_safety import NAME_PREFIX, Owner, find_marker, mark_domain, this_process
-from pytest_pcie.domain import ARCH, prepare_domain
+from pytest_pcie.domain import prepare_domain
 from pytest_pcie.reference import define
 
 MIN = "<controller type='usb' model='none'/><memballoon model='none'/>"
@@ -146,35 +144,17 @@ def connect(uri: str) -> tuple[Libvirtd | None, str]:
         conn = lv.open(uri)
     except lv.libvirtError as exc:
         return None, f"libvirt columns skipped: libvirtd not reachable at {uri}: {' '.join(str(exc).split())}"
+    try:
+        domain_type = pick_domain_type(conn, uri)
+    except BackendUnavailable as exc:
+        conn.close()
+        return None, f"libvirt columns skipped: {exc}"
     virsh = shutil.which("virsh")
-    daemon = Libvirtd(lv, conn, uri, host_domain_type(conn), this_process(), virsh, numbers(1))
+    daemon = Libvirtd(lv, conn, uri, domain_type, this_process(), virsh, numbers(1))
     version = int(lv.getVersion())
     virsh_note = f"virsh at {virsh}" if virsh else "virsh column skipped: virsh is not on PATH"
     return daemon, (f"libvirt {version // 1_000_000}.{version // 1000 % 1000}.{version % 1000} at {uri}, "
                     f"domain type {daemon.domain_type}; {virsh_note}")
-
-
-def host_domain_type(conn: Any) -> str:
-    """``kvm`` when the host offers it for x86_64 guests, else ``qemu``.
-
-    libvirt refuses to define a domain of a type the host lacks, and both types lay out PCI the same.
-    """
-    caps = etree.fromstring(str(conn.getCapabilities()).encode("utf-8"))
-    offered = {domain.get("type") for domain in caps.iterfind(f"guest/arch[@name='{ARCH}']/domain")}
-    return "kvm" if "kvm" in offered else "qemu"
-
-
-@contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C back for the duration of the block, so that it cannot interrupt half an undefine."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ---- the three measurements -------------------------------------------------------------------

@@ -68,14 +68,7 @@ def test_nav_names_every_page_and_only_existing_ones() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs not installed (tox -e docs has it)")
 def test_mkdocs_builds_strictly(tmp_path: Path) -> None:
-    mkdocs = shutil.which("mkdocs") or "mkdocs"
-    result = subprocess.run(
-        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _build_site(ROOT, tmp_path / "site")
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr
     assert (tmp_path / "site" / "gallery" / "index.html").is_file()
@@ -90,14 +83,19 @@ def test_mkdocs_fails_strictly_on_a_link_the_site_cannot_resolve(tmp_path: Path)
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
     page = tmp_path / "docs" / "index.md"
     page.write_text(page.read_text() + "\nSee [a case](../cases/policy/) and [a heading](#no-such-heading).\n")
+    result = _build_site(tmp_path, tmp_path / "site")
+    assert result.returncode != 0
+    assert "'../cases/policy/'" in result.stderr
+    assert "'#no-such-heading'" in result.stderr
+
+
+def _build_site(project: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    """``mkdocs build --strict`` of the project in ``project`` into ``site``."""
     mkdocs = shutil.which("mkdocs") or "mkdocs"
-    result = subprocess.run(
-        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=tmp_path,
+    return subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(site)],
+        cwd=project,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode != 0
-    assert "'../cases/policy/'" in result.stderr
-    assert "'#no-such-heading'" in result.stderr

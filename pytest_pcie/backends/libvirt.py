@@ -82,7 +82,7 @@ class LibvirtBackend:
         self._libvirt = _import_libvirt()
         self._conn = _open(self._libvirt, uri)
         try:
-            self.domain_type = _pick_domain_type(self._conn, uri)
+            self.domain_type = pick_domain_type(self._conn, uri)
             self.owner = this_process()
             self._counter = itertools.count(1)
             self._destroyer = ThreadPoolExecutor(MAX_BACKGROUND_DESTROYS, thread_name_prefix="pcie-destroy")
@@ -122,7 +122,7 @@ class LibvirtBackend:
             self._check_connection(exc)
             raise
         finally:
-            with _sigint_deferred():
+            with sigint_deferred():
                 self._discard(run.name, background=True)
 
     def close(self) -> None:
@@ -157,7 +157,7 @@ class LibvirtBackend:
             owner = self._owner_of(domain)
             if owner is None or not is_leftover(owner, self.owner, now):
                 continue
-            with _sigint_deferred():
+            with sigint_deferred():
                 if self._discard(name, owner_check=owner.__eq__):
                     removed.append(name)
         return removed
@@ -195,7 +195,7 @@ class LibvirtBackend:
         """
         assert run.domain_xml is not None
         inactive = run.domain_xml
-        with _sigint_deferred():
+        with sigint_deferred():
             self._discard(run.name)
         try:
             return self._conn.createXML(inactive, self._libvirt.VIR_DOMAIN_START_AUTODESTROY)
@@ -320,7 +320,7 @@ def _open(lv: ModuleType, uri: str) -> Any:
         raise BackendUnavailable(f"libvirtd is not reachable at {uri}: {_one_line(exc)}; {PREPARE_HINT}") from None
 
 
-def _pick_domain_type(conn: Any, uri: str) -> str:
+def pick_domain_type(conn: Any, uri: str) -> str:
     """Return the preferred domain type the host offers for x86_64 hvm guests.
 
     The capabilities list a domain type for an architecture only when the matching emulator is
@@ -368,7 +368,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def _sigint_deferred() -> Iterator[None]:
+def sigint_deferred() -> Iterator[None]:
     """Hold Ctrl-C back while a domain is being removed, so an interrupt cannot leave half of one.
 
     The pending SIGINT is delivered (as KeyboardInterrupt) as soon as the block ends.
