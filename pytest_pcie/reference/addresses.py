@@ -251,9 +251,13 @@ class AddressSet:
         want = 0 if function is None else function
         target = self.grow(PciAddress(0, len(buses), 0, want), flags)
         grown = buses[target.bus]
+        address = PciAddress(0, target.bus, grown.min_slot, want)
+        if not _fits(grown.flags, wanted, target.bus):
+            return self.reserve(address, flags, from_config=False)  # fails, with libvirt's message
         if grown.min_slot == grown.max_slot and not wanted & _AGGREGATE:
             self._first_bus[key] = target.bus + 1  # its one slot is taken just below (see above)
-        return self.reserve(PciAddress(0, target.bus, grown.min_slot, want), flags, from_config=False)
+        self._take(address, flags)  # a new bus: the slot is in range and free
+        return address
 
     @staticmethod
     def _free_on_bus(bus: Bus, number: int, flags: int, function: int | None) -> PciAddress | None:

@@ -289,6 +289,7 @@ def _place_primary_video(domain: Domain, addresses: AddressSet, flags: Connect) 
 def _assign_classes(domain: Domain, addresses: AddressSet) -> None:
     """Give each device wanting an address the next free one, class by class (tables.CLASS_ORDER)."""
     members = _class_members(domain)
+    commit = not addresses.dry_run
     for klass in CLASS_ORDER:
         for device in members.get(klass, ()):
             if not device.wants_pci_address:
@@ -300,7 +301,9 @@ def _assign_classes(domain: Domain, addresses: AddressSet) -> None:
             if klass == "controller" and device.model in USB2_FUNCTIONS and device.ctype == "usb":
                 _assign_usb2(domain, device, addresses)
                 continue
-            _reserve_next(addresses, device)
+            address = addresses.reserve_next(device.flags)
+            if commit:
+                _commit(device, address, device.multifunction)
 
 
 def _class_members(domain: Domain) -> dict[str, list[Device]]:

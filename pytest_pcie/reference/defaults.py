@@ -88,12 +88,17 @@ def new_pci_controllers(domain: Domain, wanted: list[tuple[int, str]]) -> list[D
     batch (see :mod:`elements`) rather than one by one like :func:`new_controller`."""
     # indexes are numbers and models names from tables.CONTROLLER_MODELS: nothing to escape
     texts = [f'<controller type="pci" index="{index}" model="{model}"/>' for index, model in wanted]
-    added = []
-    for (index, model), element in zip(wanted, make_elements(texts), strict=True):
-        device = Device(element, "controller", model, "pci", index, implicit=True)
-        _place_controller_element(domain, element)
-        domain.controllers.append(device)
-        added.append(device)
+    elements = make_elements(texts)
+    if not elements:
+        return []
+    _place_controller_element(domain, elements[0])
+    first = domain.devices_element.index(elements[0])
+    domain.devices_element[first + 1 : first + 1] = elements[1:]  # one C-level insert for the rest
+    added = [
+        Device(element, "controller", model, "pci", index, implicit=True)
+        for (index, model), element in zip(wanted, elements, strict=True)
+    ]
+    domain.controllers.extend(added)
     return added
 
 
