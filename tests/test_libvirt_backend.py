@@ -3,7 +3,8 @@
 Without a reachable libvirtd these tests skip; with ``PCIE_REQUIRE_LIBVIRT=1`` (set by CI) they
 fail instead, so a broken host cannot pass as a green run.  The expected values are what libvirt
 9.0.0 + QEMU 7.2 did on the development host; the cases are built in tmp_path so that the tests do
-not depend on the corpus.
+not depend on the corpus.  The shared-memory tests at the end mostly run on a fake libvirt module
+instead, so they need no libvirtd.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,6 +35,7 @@ from pytest_pcie.backends.libvirt_safety import (
     mark_domain,
     this_process,
 )
+from pytest_pcie.backends.shared_memory import SHM_DIR, shmem_names
 from pytest_pcie.cases import Case, load_case
 from pytest_pcie.domain import prepare_domain
 
@@ -601,3 +604,253 @@ def test_sweep_touches_only_marked_domains_of_dead_owners(backend: LibvirtBacken
                 domain.destroy()
             if persistent:
                 domain.undefine()
+
+
+# ---- shared memory: the /dev/shm files our guests created -----------------------------------------
+#
+# These run anywhere: a fake libvirt module stands in for libvirt-python, and a fake QEMU in it does
+# to a temporary "/dev/shm" and "/proc" what the real one does to the host's for an ivshmem-plain
+# device.  The last test checks the same on the real libvirtd.
+
+
+class FakeLibvirtError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def get_error_code(self) -> int:
+        return self.code
+
+
+NO_DOMAIN = 42
+
+
+class FakeDomain:
+    """A domain on the fake host; a running one is a fake QEMU with a pid of its own in ``proc``."""
+
+    def __init__(self, host: FakeHost, xml: str, *, persistent: bool) -> None:
+        self.host, self.xml, self.persistent = host, xml, persistent
+        self.uuid = str(uuid.uuid4())
+        self.pid: int | None = None
+
+    def name(self) -> str:
+        return str(etree.fromstring(self.xml.encode()).findtext("name"))
+
+    def UUIDString(self) -> str:
+        return self.uuid
+
+    def isActive(self) -> bool:
+        return self.pid is not None
+
+    def isPersistent(self) -> bool:
+        return self.persistent
+
+    def XMLDesc(self, flags: int) -> str:
+        return self.xml
+
+    def metadata(self, kind: int, uri: str, flags: int) -> str:
+        marker = etree.fromstring(self.xml.encode()).find(f"metadata/{{{uri}}}owner")
+        if marker is None:
+            raise FakeLibvirtError("metadata not found", 80)
+        return etree.tostring(marker, encoding="unicode")
+
+    def start(self) -> None:
+        self.pid = next(self.host.pids)
+        (self.host.proc / str(self.pid)).mkdir()
+        self.hotplug(self.xml)
+
+    def hotplug(self, xml: str) -> None:
+        """What QEMU does for each ivshmem-plain: open /dev/shm/<name>, creating it, and map it."""
+        for shmem in etree.fromstring(xml.encode()).iter("shmem"):
+            path = self.host.shm / shmem.get("name", "")
+            with path.open("ab"):
+                pass
+            with (self.host.proc / str(self.pid) / "maps").open("a") as maps:
+                maps.write(f"7f8f79431000-7f8f79831000 rw-s 00000000 00:1b 111                        {path}\n")
+
+    def attachDeviceFlags(self, xml: str, flags: int) -> None:
+        if flags == FAKE_LIBVIRT.VIR_DOMAIN_AFFECT_LIVE:
+            self.hotplug(xml)
+
+    def destroyFlags(self, flags: int) -> None:
+        maps = self.host.proc / str(self.pid) / "maps"
+        maps.unlink(missing_ok=True)
+        maps.parent.rmdir()
+        self.pid = None
+        if not self.persistent:
+            del self.host.domains[self.name()]
+
+    def undefineFlags(self, flags: int) -> None:
+        self.persistent = False
+        if self.pid is None:
+            del self.host.domains[self.name()]
+
+
+@dataclasses.dataclass
+class FakeHost:
+    """libvirtd's domains and the directories its QEMU touches; every fake connection shares it."""
+
+    shm: Path
+    proc: Path
+    domains: dict[str, FakeDomain] = dataclasses.field(default_factory=dict)
+    pids: Iterator[int] = dataclasses.field(default_factory=lambda: iter(range(1000, 2000)))
+
+    def open(self, uri: str) -> FakeConnection:
+        return FakeConnection(self)
+
+
+class FakeConnection:
+    def __init__(self, host: FakeHost) -> None:
+        self.host = host
+
+    def getCapabilities(self) -> str:
+        arch = "<arch name='x86_64'><domain type='kvm'/></arch>"
+        return f"<capabilities><guest><os_type>hvm</os_type>{arch}</guest></capabilities>"
+
+    def getVersion(self) -> int:
+        return 7_002_000
+
+    def isAlive(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def listAllDomains(self, flags: int) -> list[FakeDomain]:
+        return list(self.host.domains.values())
+
+    def defineXML(self, xml: str) -> FakeDomain:
+        domain = FakeDomain(self.host, xml, persistent=True)
+        self.host.domains[domain.name()] = domain
+        return domain
+
+    def createXML(self, xml: str, flags: int) -> FakeDomain:
+        domain = FakeDomain(self.host, xml, persistent=False)
+        self.host.domains[domain.name()] = domain
+        domain.start()
+        return domain
+
+    def lookupByName(self, name: str) -> FakeDomain:
+        if name not in self.host.domains:
+            raise FakeLibvirtError(f"Domain not found: no domain with matching name '{name}'", NO_DOMAIN)
+        return self.host.domains[name]
+
+    def lookupByUUIDString(self, wanted: str) -> FakeDomain:
+        return next(domain for domain in list(self.host.domains.values()) if domain.uuid == wanted)
+
+
+FAKE_LIBVIRT = types.ModuleType("libvirt")  # what the backend uses of libvirt-python
+vars(FAKE_LIBVIRT).update(
+    libvirtError=FakeLibvirtError,
+    registerErrorHandler=lambda handler, context: None,
+    getVersion=lambda: 9_000_000,
+    VIR_DOMAIN_START_AUTODESTROY=1,
+    VIR_DOMAIN_AFFECT_LIVE=1,
+    VIR_DOMAIN_AFFECT_CONFIG=2,
+    VIR_DOMAIN_XML_INACTIVE=2,
+    VIR_DOMAIN_METADATA_ELEMENT=2,
+    VIR_DOMAIN_UNDEFINE_NVRAM=4,
+    VIR_ERR_NO_DOMAIN=NO_DOMAIN,
+    VIR_ERR_OPERATION_INVALID=55,
+)
+
+
+@pytest.fixture
+def fake_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
+    """A fake libvirtd + QEMU whose "/dev/shm" and "/proc" are folders in tmp_path."""
+    host = FakeHost(tmp_path / "shm", tmp_path / "proc")
+    host.shm.mkdir()
+    host.proc.mkdir()
+    monkeypatch.setattr(FAKE_LIBVIRT, "open", host.open, raising=False)
+    monkeypatch.setitem(sys.modules, "libvirt", FAKE_LIBVIRT)
+    return host
+
+
+def shmem_device(name: str, model: str = "ivshmem-plain") -> str:
+    return f"<shmem name='{name}'><model type='{model}'/><size unit='M'>4</size></shmem>"
+
+
+def finish_destroys(backend: LibvirtBackend) -> None:
+    """Wait until the guests the backend is destroying in the background are gone."""
+    for future in list(backend._pending):
+        future.result(timeout=30)
+
+
+def test_the_shared_memory_files_our_guests_created_go_once_no_guest_maps_them(
+    fake_host: FakeHost, make_case: Callable[..., Case]
+) -> None:
+    shm = fake_host.shm
+    (shm / "in use").write_text("created by an earlier run")  # a name our guest uses, but not its file
+    (shm / "someone-else").write_text("not named by any case")
+    started = f"<domain><devices>{MIN}{shmem_device('guest a')}{shmem_device('in use')}</devices></domain>"
+    steps = [("attach", "shm.xml", shmem_device("hotplugged"))]
+    backend = LibvirtBackend(URI, shm_dir=shm, proc_dir=fake_host.proc)
+    try:
+        assert backend.run(make_case("attach-live", started, steps), "q35").failure is None
+        assert {"guest a", "hotplugged"} <= {path.name for path in shm.iterdir()}  # the fake QEMU made them
+        other = fake_host.proc / "77"  # another run's guest maps one of them meanwhile
+        other.mkdir()
+        (other / "maps").write_text(f"7f-7f rw-s 00000000 00:1b 112                        {shm}/guest a\n")
+        finish_destroys(backend)
+        assert backend.run(make_case("define", "<domain/>"), "q35").failure is None  # reaps the finished destroy
+        # Our guest is gone: the file only it mapped went, the one mapped elsewhere waits.
+        assert sorted(path.name for path in shm.iterdir()) == ["guest a", "in use", "someone-else"]
+        (other / "maps").unlink()
+    finally:
+        backend.close()
+    assert sorted(path.name for path in shm.iterdir()) == ["in use", "someone-else"]
+    assert (shm / "in use").read_text() == "created by an earlier run"
+
+
+def test_shared_memory_outside_the_folder_or_of_a_remote_host_is_never_removed(
+    fake_host: FakeHost, make_case: Callable[..., Case], tmp_path: Path
+) -> None:
+    (tmp_path / "outside").mkdir()
+    (fake_host.shm / "link").symlink_to(tmp_path / "outside" / "target")  # dangling: QEMU creates the target
+    started = f"<domain><devices>{MIN}{shmem_device('link')}{shmem_device('remote')}</devices></domain>"
+    steps = [("attach", "escape.xml", shmem_device("../escaped"))]
+    backend = LibvirtBackend(URI, shm_dir=fake_host.shm, proc_dir=fake_host.proc)
+    try:
+        assert backend.run(make_case("attach-live", started, steps), "q35").failure is None
+    finally:
+        backend.close()
+    assert (tmp_path / "outside" / "target").is_file()
+    assert (fake_host.shm / "link").is_symlink()
+    assert (tmp_path / "escaped").is_file()
+    assert not (fake_host.shm / "remote").exists()  # removed: the same run, a plain name
+    remote = LibvirtBackend("qemu+ssh://root@lab1/system", shm_dir=fake_host.shm, proc_dir=fake_host.proc)
+    try:
+        assert remote.run(make_case("attach-live", started, steps), "q35").failure is None
+    finally:
+        remote.close()
+    assert (fake_host.shm / "remote").is_file()  # that host's /dev/shm is not this one
+
+
+def test_only_file_backed_shmem_devices_with_plain_names_are_candidates() -> None:
+    xml = (
+        f"<domain><devices>{shmem_device('plain')}<shmem name='default'/>{shmem_device('bell', 'ivshmem-doorbell')}"
+        "<shmem name='served'><server path='/tmp/ivshmem.sock'/></shmem>"
+        f"{shmem_device('a/b')}{shmem_device('..')}{shmem_device('x..y')}{shmem_device('.')}<shmem/></devices></domain>"
+    )
+    assert shmem_names([xml, "<shmem name='broken'", shmem_device("with space")]) == {"plain", "default", "with space"}
+    assert shmem_names([xml], prefix="pl") == {"plain"}
+
+
+def test_a_real_live_guest_leaves_no_shared_memory_file_of_its_own(make_case: Callable[..., Case]) -> None:
+    """On the real libvirtd and /dev/shm: QEMU creates the files, the backend removes its guests'."""
+    backend = open_backend()
+    tag = f"pcie-test-shm-{uuid.uuid4().hex[:8]}"
+    existing = SHM_DIR / f"{tag}-existing"
+    existing.write_bytes(b"\1" * 4 * 1024 * 1024)
+    try:
+        started = f"<domain><devices>{MIN}{shmem_device(f'{tag}-a')}{shmem_device(existing.name)}</devices></domain>"
+        case = make_case("attach-live", started, [("attach", "shm.xml", shmem_device(f"{tag}-b"))])
+        assert backend.run(case, "q35").failure is None
+        assert (SHM_DIR / f"{tag}-a").is_file() and (SHM_DIR / f"{tag}-b").is_file()
+        backend.close()
+        assert sorted(path.name for path in SHM_DIR.glob(f"{tag}-*")) == [existing.name]
+        assert existing.read_bytes()[:4] == b"\1" * 4
+    finally:
+        backend.close()
+        for path in SHM_DIR.glob(f"{tag}-*"):
+            path.unlink()

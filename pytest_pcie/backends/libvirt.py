@@ -5,10 +5,12 @@ Every case gets a fresh, uniquely named domain that carries our ownership marker
 Live cases start a transient guest with ``VIR_DOMAIN_START_AUTODESTROY``, so even a killed pytest
 leaves no running guest: libvirtd stops it when our connection drops.  What a kill can leave (a
 persistent definition) is swept by the next backend that connects, but only once its owner is
-known to be gone.
+known to be gone.  The /dev/shm files our guests' shmem devices made QEMU create are removed once
+those guests are gone (:mod:`pytest_pcie.backends.shared_memory`).
 
 Everything goes through the libvirt API at the given URI, so a remote ``qemu+ssh://`` host works
-the same as the local socket.
+the same as the local socket; only shared-memory files, which no API reaches, are cleaned up for
+local URIs alone.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import importlib
 import itertools
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +31,7 @@ from lxml import etree
 
 from pytest_pcie.backends.base import BackendUnavailable
 from pytest_pcie.backends.libvirt_safety import (
+    LOCAL_URIS,
     MARKER_NS,
     MARKER_PREFIX,
     MARKER_TAG,
@@ -39,6 +43,7 @@ from pytest_pcie.backends.libvirt_safety import (
     this_process,
     unmark_domain,
 )
+from pytest_pcie.backends.shared_memory import PROC_DIR, SHM_DIR, SharedMemory
 from pytest_pcie.cases import Action, Case, Operation
 from pytest_pcie.domain import ARCH, prepare_domain
 from pytest_pcie.outcome import Failure, Outcome
@@ -57,6 +62,11 @@ DOMAIN_TYPES = ("kvm", "qemu")
 # most 5 requests per client at once by default, and every waiting destroy holds one.
 MAX_BACKGROUND_DESTROYS = 4
 
+# At close our own guests are all gone, so a shared-memory file still mapped is mapped by another
+# run's guest that found it there (another worker running a case with the same shmem name); such a
+# guest lives a few seconds.  Wait that long for it, not for a guest that never stops.
+SHM_CLOSE_WAIT = 10.0
+
 
 class StepRefused(Exception):
     """libvirt refused a step; carries libvirt's message exactly as libvirt-python words it."""
@@ -70,6 +80,7 @@ class _Run:
     case_name: str
     case_type: str
     domain_xml: str | None = None
+    shm_created: set[str] = field(default_factory=set)  # /dev/shm files its guest created
 
 
 class LibvirtBackend:
@@ -77,8 +88,10 @@ class LibvirtBackend:
 
     name = "libvirt"
 
-    def __init__(self, uri: str = DEFAULT_URI) -> None:
+    def __init__(self, uri: str = DEFAULT_URI, shm_dir: Path = SHM_DIR, proc_dir: Path = PROC_DIR) -> None:
+        """``shm_dir`` and ``proc_dir`` stand in for /dev/shm and /proc in tests."""
         self.uri = uri
+        self._shm = SharedMemory(shm_dir if uri in LOCAL_URIS else None, proc_dir)
         self._libvirt = _import_libvirt()
         self._conn = _open(self._libvirt, uri)
         try:
@@ -87,7 +100,7 @@ class LibvirtBackend:
             self._counter = itertools.count(1)
             self._destroyer = ThreadPoolExecutor(MAX_BACKGROUND_DESTROYS, thread_name_prefix="pcie-destroy")
             self._destroy_conn: Any = None
-            self._pending: list[Future[None]] = []
+            self._pending: dict[Future[None], Collection[str]] = {}  # destroy -> its guest's shm files
             self._closed = False
             self.swept = self.sweep()
         except BaseException:
@@ -123,11 +136,12 @@ class LibvirtBackend:
             raise
         finally:
             with sigint_deferred():
-                self._discard(run.name, background=True)
+                self._discard(run.name, background=True, shm_created=run.shm_created)
 
     def close(self) -> None:
         """Finish background destroys, remove what this session (or an earlier, dead one) left,
-        then drop the connection.  Calling it again does nothing."""
+        including its guests' shared-memory files, then drop the connection.  Calling it again
+        does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -136,6 +150,7 @@ class LibvirtBackend:
             self._collect_finished()
             if self._conn.isAlive():
                 self.sweep()
+            self._shm.remove(SHM_CLOSE_WAIT)
         finally:
             if self._destroy_conn is not None:
                 self._destroy_conn.close()
@@ -181,8 +196,10 @@ class LibvirtBackend:
         flags = self._libvirt.VIR_DOMAIN_AFFECT_LIVE if case.operation.live else self._libvirt.VIR_DOMAIN_AFFECT_CONFIG
         for number, step in enumerate(case.steps, start=1):
             apply = domain.attachDeviceFlags if step.action is Action.ATTACH else domain.detachDeviceFlags
+            hotplugged = step.device_xml if case.operation.live and step.action is Action.ATTACH else None
             try:
-                apply(step.device_xml, flags)
+                with self._noting_shm(run, hotplugged):
+                    apply(step.device_xml, flags)
             except self._libvirt.libvirtError as exc:
                 return self._outcome(run, Failure(number, step.label, self._refusal(exc)))
             run.domain_xml = self._xml(domain, live=case.operation.live)
@@ -198,9 +215,20 @@ class LibvirtBackend:
         with sigint_deferred():
             self._discard(run.name)
         try:
-            return self._conn.createXML(inactive, self._libvirt.VIR_DOMAIN_START_AUTODESTROY)
+            with self._noting_shm(run, inactive):
+                return self._conn.createXML(inactive, self._libvirt.VIR_DOMAIN_START_AUTODESTROY)
         except self._libvirt.libvirtError as exc:
             raise StepRefused(self._refusal(exc)) from None
+
+    @contextmanager
+    def _noting_shm(self, run: _Run, started_xml: str | None) -> Iterator[None]:
+        """Note in ``run`` the /dev/shm files QEMU creates while the block starts or hotplugs
+        ``started_xml`` (None: nothing reaches QEMU), however the block ends."""
+        absent = self._shm.before([started_xml] if started_xml is not None else [])
+        try:
+            yield
+        finally:
+            run.shm_created |= self._shm.appeared(absent)
 
     def _refusal(self, exc: Any) -> str:
         """libvirt's message for a step it refused, exactly as libvirt-python words it."""
@@ -234,7 +262,12 @@ class LibvirtBackend:
         return parse_marker(_with_namespace(str(text)))
 
     def _discard(
-        self, name: str, owner_check: Callable[[Owner], bool] | None = None, *, background: bool = False
+        self,
+        name: str,
+        owner_check: Callable[[Owner], bool] | None = None,
+        *,
+        background: bool = False,
+        shm_created: Collection[str] = (),
     ) -> bool:
         """Stop and undefine domain ``name`` if it still exists and is ours; True if it was removed.
 
@@ -242,26 +275,31 @@ class LibvirtBackend:
         domain and Python receiving the handle still finds it.  Without ``owner_check`` the marker
         must name this backend's session.  With ``background`` a running guest is stopped by a
         worker thread (see :data:`MAX_BACKGROUND_DESTROYS`); :meth:`close` waits for all of them.
+        ``shm_created``, the /dev/shm files the guest created, are removed once it is gone.
         """
-        if not name.startswith(NAME_PREFIX) or not self._conn.isAlive():
-            return False
-        lv = self._libvirt
         try:
-            domain = self._conn.lookupByName(name)
-            owner = self._owner_of(domain)
-            check = owner_check or (lambda found: found.session == self.session and found.pid == self.owner.pid)
-            if owner is None or not check(owner):
+            if not name.startswith(NAME_PREFIX) or not self._conn.isAlive():
                 return False
-            if background and domain.isActive():
-                uuid, conn = domain.UUIDString(), self._destroy_connection()
-                self._in_background(lambda: self._remove(conn, lambda: conn.lookupByUUIDString(uuid)))
-                return True
-        except lv.libvirtError as exc:
-            if _gone(lv, exc):
-                return False
-            raise
-        self._remove(self._conn, lambda: domain)
-        return True
+            lv = self._libvirt
+            try:
+                domain = self._conn.lookupByName(name)
+                owner = self._owner_of(domain)
+                check = owner_check or (lambda found: found.session == self.session and found.pid == self.owner.pid)
+                if owner is None or not check(owner):
+                    return False
+                if background and domain.isActive():
+                    uuid, conn = domain.UUIDString(), self._destroy_connection()
+                    self._in_background(lambda: self._remove(conn, lambda: conn.lookupByUUIDString(uuid)), shm_created)
+                    shm_created = ()  # handed to the destroy: they go when it has finished
+                    return True
+            except lv.libvirtError as exc:
+                if _gone(lv, exc):
+                    return False
+                raise
+            self._remove(self._conn, lambda: domain)
+            return True
+        finally:
+            self._guest_gone(shm_created)
 
     def _remove(self, conn: Any, find: Callable[[], Any]) -> None:
         """Destroy and undefine the domain ``find`` returns, already known to be ours.
@@ -289,18 +327,33 @@ class LibvirtBackend:
             self._destroy_conn = _open(self._libvirt, self.uri)
         return self._destroy_conn
 
-    def _in_background(self, job: Callable[[], None]) -> None:
+    def _in_background(self, job: Callable[[], None], shm_created: Collection[str]) -> None:
+        """Run destroy ``job`` in a worker thread; its guest's ``shm_created`` go when it finishes."""
         while len(self._pending) >= MAX_BACKGROUND_DESTROYS:
-            wait(self._pending, return_when=FIRST_COMPLETED)
+            wait(list(self._pending), return_when=FIRST_COMPLETED)
             self._collect_finished()
-        self._pending.append(self._destroyer.submit(job))
+        self._pending[self._destroyer.submit(job)] = shm_created
 
     def _collect_finished(self) -> None:
-        """Forget finished background destroys, re-raising the first that failed (a backend bug)."""
+        """Forget finished background destroys and remove the shared-memory files of their guests,
+        now gone; re-raise the first destroy that failed (a backend bug)."""
         finished = [future for future in self._pending if future.done()]
-        self._pending = [future for future in self._pending if not future.done()]
+        gone: set[str] = set()
+        for future in finished:
+            gone.update(self._pending.pop(future))
+        self._guest_gone(gone)
         for future in finished:
             future.result()
+
+    def _guest_gone(self, shm_created: Collection[str]) -> None:
+        """Remove the /dev/shm files a guest created, now that it is gone.
+
+        A file another run's guest still maps stays claimed, for the next guest gone or for
+        :meth:`close`.
+        """
+        if shm_created:
+            self._shm.claim(shm_created)
+            self._shm.remove(wait=0)
 
 
 def _import_libvirt() -> ModuleType:

@@ -12,8 +12,10 @@ only when it carries BOTH marks:
 A marked domain is a *leftover* only when its owner is certainly gone: on the same client host
 (same name, boot id and pid namespace) its pid is dead or now belongs to a process that started at another time;
 from any other host, whose processes we cannot see, only once it is older than
-:data:`REMOTE_STALE_AFTER_S`, far longer than any case runs.  Nothing here talks to libvirt: the
-backend does that, and this module stays a set of pure, testable decisions.
+:data:`REMOTE_STALE_AFTER_S`, far longer than any case runs.  Only the guests of
+:data:`LOCAL_URIS` share this host's /dev/shm, so only theirs can have their shared-memory files
+removed.  Nothing here talks to libvirt: the backend does that, and this module stays a set of
+pure, testable decisions.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ MARKER_TAG = "owner"
 # A domain marked by another client host is removed only after this long.  Cases live for about a
 # second; six hours leaves room for clock skew between hosts and for very slow remote runs.
 REMOTE_STALE_AFTER_S = 6 * 3600
+
+# The URIs whose QEMU runs on this host with this host's /dev/shm, where it puts a shmem device's
+# file.  Any other (a transport such as qemu+ssh://, a host, a socket= of another libvirtd, maybe in
+# another mount namespace) may name a file that is not the one QEMU created: nothing is removed.
+LOCAL_URIS = frozenset({"qemu:///system", "qemu:///session"})
 
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
