@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import pytest
+from lxml import etree
 from reference_support import MIN, addresses, controller, domain, nic, pci
 
 from pytest_pcie.reference import LibvirtError, attach, define, detach
@@ -106,3 +107,120 @@ def test_detach_of_an_absent_nic_names_its_mac() -> None:
         "device not found: no device found at address '(<null>)' matching MAC address '52:54:00:00:00:09' "
         "and alias '(<null>)'"
     )
+
+
+PCI_SERIAL = "<serial type='pty'><target type='pci-serial'{}/>{}</serial>"
+VIRTIO_CONSOLE = "<console type='pty'><target type='virtio'{}/></console>"
+CHANNEL = "<channel type='{}'><target type='virtio'{}/></channel>"
+REDIRDEV = "<redirdev bus='usb' type='tcp'>{}<source mode='{}' host='localhost' service='{}'/></redirdev>"
+LEASE = "<lease>{}<key>{}</key><target path='/tmp/lease'/></lease>"
+CHR_MISSING = "invalid argument: device not present in domain configuration"
+THREE_SERIALS = MIN + "<serial type='pty'/>" + PCI_SERIAL.format("", "") * 2
+
+# (id, machine, base devices, the device to detach, what is left of that element kind (PCI address,
+#  or for devices without one the attribute that tells them apart; consoles of type serial left out),
+#  or libvirt's message).  Each checked against libvirtd 9.0.0 with detach-device --config.
+DETACHES: list[tuple[str, str, str, str, list[str] | str]] = [
+    ("serial-by-port-2", "pc", THREE_SERIALS, PCI_SERIAL.format(" port='2'", ""), ["isa-serial", "00:02.0"]),
+    ("serial-by-port-1", "pc", THREE_SERIALS, PCI_SERIAL.format(" port='1'", ""), ["isa-serial", "00:03.0"]),
+    ("serial-by-port-q35", "q35", THREE_SERIALS, PCI_SERIAL.format(" port='1'", ""), ["isa-serial", "02:02.0"]),
+    ("serial-no-target-type-is-isa", "pc", THREE_SERIALS, "<serial type='pty'><target port='0'/></serial>",
+     ["00:02.0", "00:03.0"]),
+    ("serial-address-ignored", "pc", THREE_SERIALS, PCI_SERIAL.format(" port='2'", pci(0, 0x1F)),
+     ["isa-serial", "00:02.0"]),
+    ("serial-target-type-differs", "pc", THREE_SERIALS,
+     "<serial type='pty'><target type='isa-serial' port='1'/></serial>", CHR_MISSING),
+    ("serial-without-port", "pc", THREE_SERIALS, PCI_SERIAL.format("", ""), CHR_MISSING),
+    ("serial-source-differs", "pc", THREE_SERIALS,
+     "<serial type='file'><source path='/tmp/x'/><target type='pci-serial' port='1'/></serial>", CHR_MISSING),
+    # written with target type isa-serial, an ISA serial takes port 0 before the pci-serial before it is numbered
+    ("serial-isa-ports-first", "pc",
+     MIN + PCI_SERIAL.format("", "") + "<serial type='pty'><target type='isa-serial'/></serial>",
+     PCI_SERIAL.format(" port='1'", ""), ["isa-serial"]),
+    ("parallel-by-port", "pc", MIN + "<parallel type='pty'/><parallel type='null'/>",
+     "<parallel type='null'><target port='1'/></parallel>", ["pty"]),
+    ("parallel-without-port", "pc", MIN + "<parallel type='pty'/>", "<parallel type='pty'/>", CHR_MISSING),
+    ("channel-by-name", "q35", MIN + CHANNEL.format("unix", " name='a.0'") + CHANNEL.format("unix", " name='b.0'"),
+     CHANNEL.format("unix", " name='b.0'"), ["a.0"]),
+    ("channel-unix-without-path-any-mode", "q35", MIN + CHANNEL.format("unix", " name='a.0'"),
+     "<channel type='unix'><source mode='connect'/><target type='virtio' name='a.0'/></channel>", []),
+    ("channel-without-name", "q35", MIN + CHANNEL.format("unix", " name='a.0'"), CHANNEL.format("unix", ""),
+     CHR_MISSING),
+    ("channel-source-type-differs", "q35", MIN + CHANNEL.format("unix", " name='a.0'"),
+     CHANNEL.format("pty", " name='a.0'"), CHR_MISSING),
+    ("console-serial-refused", "pc", MIN + "<serial type='pty'/>", "<console type='pty'/>",
+     "Requested operation is not valid: detaching serial console is not supported"),
+    # the alias of the ISA serial 0 is console 0, so the virtio console is port 1 whatever was written
+    ("console-virtio-by-position", "pc", MIN + "<serial type='pty'/>" + VIRTIO_CONSOLE.format(" port='7'"),
+     VIRTIO_CONSOLE.format(" port='1'"), []),
+    ("console-virtio-first-without-serial", "pc", MIN + VIRTIO_CONSOLE.format("") * 2,
+     VIRTIO_CONSOLE.format(" port='1'"), ["virtio"]),
+    ("console-virtio-port-past-the-end", "pc", MIN + VIRTIO_CONSOLE.format("") * 2,
+     VIRTIO_CONSOLE.format(" port='2'"), CHR_MISSING),
+    ("redirdev-by-source", "q35", REDIRDEV.format("", "connect", 4000) + REDIRDEV.format("", "connect", 4001),
+     REDIRDEV.format("", "connect", 4001), ["4000"]),
+    ("redirdev-mode-differs", "q35", REDIRDEV.format("", "connect", 4000), REDIRDEV.format("", "bind", 4000),
+     "device not found: no matching redirdev was not found"),
+    ("redirdev-alias-differs", "q35", REDIRDEV.format("", "connect", 4000),
+     REDIRDEV.format("<alias name='ua-x'/>", "connect", 4000), "device not found: no matching redirdev was not found"),
+    ("lease-by-lockspace-and-key", "pc", MIN + LEASE.format("<lockspace>ls</lockspace>", "k1")
+     + LEASE.format("<lockspace>ls</lockspace>", "k2"), LEASE.format("<lockspace>ls</lockspace>", "k1"), ["k2"]),
+    ("lease-absent", "pc", MIN + LEASE.format("<lockspace>ls</lockspace>", "k1"),
+     LEASE.format("<lockspace>other</lockspace>", "k1"),
+     "device not found: Lease k1 in lockspace other does not exist"),
+    ("lease-without-lockspace", "pc", MIN + LEASE.format("<lockspace>ls</lockspace>", "k1"), LEASE.format("", "k1"),
+     "An error occurred, but the cause is unknown"),
+]
+
+
+def left_of_kind(xml: str, tag: str) -> list[str]:
+    """What tells apart the ``tag`` devices left in ``xml`` (see DETACHES); serial-type consoles,
+    which libvirt prints as aliases of serial 0, are left out."""
+    result: list[str] = []
+    devices = etree.fromstring(xml.encode()).find("devices")
+    assert devices is not None
+    for element in devices.iterfind(tag):
+        address = element.find("address")
+        target = element.find("target")
+        if address is not None and address.get("type") == "pci":
+            bus, slot, function = (int(address.get(name) or "0", 0) for name in ("bus", "slot", "function"))
+            result.append(f"{bus:02x}:{slot:02x}.{function:x}")
+        elif tag == "serial":
+            result.append((target.get("type") if target is not None else None) or "isa-serial")
+        elif tag == "console":
+            kind = (target.get("type") if target is not None else None) or "serial"
+            if kind != "serial":
+                result.append(kind)
+        elif tag == "channel":
+            result.append(target.get("name") or "" if target is not None else "")
+        elif tag == "redirdev":
+            source = element.find("source")
+            result.append(source.get("service") or "" if source is not None else "")
+        elif tag == "lease":
+            result.append(element.findtext("key") or "")
+        else:
+            result.append(element.get("type") or "")
+    return result
+
+
+@pytest.mark.parametrize(("machine", "base", "wanted", "expected"), [case[1:] for case in DETACHES],
+                         ids=[case[0] for case in DETACHES])
+def test_detach_matching(machine: str, base: str, wanted: str, expected: list[str] | str) -> None:
+    xml = define(domain(machine, base))
+    tag = str(etree.fromstring(wanted.encode()).tag)
+    if isinstance(expected, str):
+        with pytest.raises(LibvirtError) as caught:
+            detach(xml, wanted)
+        assert caught.value.message == expected
+        return
+    assert left_of_kind(detach(xml, wanted), tag) == expected
+
+
+def test_detaching_a_pci_serial_frees_its_slot_for_the_next_attach() -> None:
+    xml = define(domain("q35", MIN + PCI_SERIAL.format("", "") * 2))
+    assert left_of_kind(xml, "serial") == ["02:01.0", "02:02.0"]
+    detached = detach(xml, PCI_SERIAL.format(" port='0'", ""))
+    reattached = attach(detached, nic("e1000"), live=False)
+    assert addresses(reattached)["interface#0"] == "02:01.0"
+    assert {key for key in addresses(reattached) if key.startswith("pci")} == {
+        key for key in addresses(xml) if key.startswith("pci")}

@@ -126,7 +126,7 @@ OTHERS = [
          "bus='{host_bus}' slot='0x00' function='0x0'/></source>{address}</hostdev>",
          startable=False, hotplug=True, detachable=True),
     Kind("serial-pci", "<serial type='pty'><target type='pci-serial'><model name='pci-serial'/></target>"
-         "{address}</serial>"),
+         "{address}</serial>", detachable=True),
     Kind("iommu-virtio", "<iommu model='virtio'>{address}</iommu>", machines=Q35),
     *_virtio_rows("balloon", "<memballoon model='{model}'>{address}</memballoon>"),
     Kind("balloon-none", "<memballoon model='none'/>", addressable=False),

@@ -23,7 +23,7 @@ from pytest_pcie.reference.define import format_domain
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, fill_flags
 from pytest_pcie.reference.machine import Chipset
-from pytest_pcie.reference.model import Device, insert_device, parse_xml, write_pci_address
+from pytest_pcie.reference.model import Device, Element, child, insert_device, parse_xml, write_pci_address
 from pytest_pcie.reference.parse import (
     Domain,
     disk_index,
@@ -77,7 +77,8 @@ def detach(domain_xml: str, device_xml: str) -> str:
             f"Operation not supported: persistent detach of device '{_type_name(wanted.kind)}' is not supported"
         )
     found = find_match(domain, wanted)
-    _remove(domain, found)
+    if found is not None:
+        _remove(domain, found)
     add_defaults(domain)
     assign_addresses(domain)
     return format_domain(domain)
@@ -352,6 +353,8 @@ class Matcher:
 
     matches: Callable[[Device, Device], bool]
     missing: Callable[[Device], str]
+    # libvirt's refusals while parsing the device to detach, before any matching
+    check: Callable[[Device], None] | None = None
 
 
 def _same_address_if_given(candidate: Device, wanted: Device) -> bool:
@@ -390,6 +393,52 @@ def _hostdev_source(device: Device) -> tuple[str | None, ...]:
     if source is None:
         return (None,)
     return tuple(source.get(name) for name in ("domain", "bus", "slot", "function"))
+
+
+# Kinds the domain parser does not track as devices; detach reads them from the document.
+UNTRACKED_KINDS = frozenset({"parallel", "lease"})
+
+
+def _redirdev_bus(device: Device) -> str:
+    return device.element.get("bus") or "usb"
+
+
+def _check_redirdev(wanted: Device) -> None:
+    if wanted.element.get("type") is None:
+        raise LibvirtError("internal error: missing type in redirdev")
+
+
+def _same_info_if_given(candidate: Device, wanted: Device) -> bool:
+    """An address written on the device to detach must equal the stored one (any address type),
+    and so must a user alias."""
+    address = child(wanted.element, "address")
+    if address is not None:
+        stored = child(candidate.element, "address")
+        if stored is None or dict(stored.items()) != dict(address.items()):
+            return False
+    alias = child(wanted.element, "alias")
+    if alias is not None:
+        stored = child(candidate.element, "alias")
+        return stored is not None and stored.get("name") == alias.get("name")
+    return True
+
+
+def _lease_key(device: Device) -> tuple[str, str]:
+    return (device.element.findtext("lockspace") or "", device.element.findtext("key") or "")
+
+
+def _check_lease(wanted: Device) -> None:
+    """virDomainLeaseDefParseXML's refusals; a lease without a lockspace fails with no message at all."""
+    element = wanted.element
+    if not element.findtext("key"):
+        raise LibvirtError("XML error: Missing 'key' element for lease")
+    if not element.findtext("lockspace"):
+        raise LibvirtError("An error occurred, but the cause is unknown")
+    target = element.find("target")
+    if target is None:
+        raise LibvirtError("XML error: Missing 'target' element for lease")
+    if target.get("path") is None:
+        raise LibvirtError("XML error: Missing 'path' attribute to 'target' element for lease")
 
 
 MATCHERS: dict[str, Matcher] = {
@@ -437,17 +486,257 @@ MATCHERS: dict[str, Matcher] = {
         lambda candidate, wanted: candidate.model == wanted.model and _same_address_if_given(candidate, wanted),
         lambda wanted: "device not found: matching memory device was not found",
     ),
+    # virDomainRedirdevDefFind: bus, the chardev source, and the address and alias when given.
+    "redirdev": Matcher(
+        lambda candidate, wanted: _redirdev_bus(candidate) == _redirdev_bus(wanted)
+        and chr_source(candidate, redirdev=True) == chr_source(wanted, redirdev=True)
+        and _same_info_if_given(candidate, wanted),
+        lambda wanted: "device not found: no matching redirdev was not found",
+        _check_redirdev,
+    ),
+    # virDomainLeaseIndex: lockspace and key; the target path plays no part.
+    "lease": Matcher(
+        lambda candidate, wanted: _lease_key(candidate) == _lease_key(wanted),
+        lambda wanted: "device not found: Lease {1} in lockspace {0} does not exist".format(*_lease_key(wanted)),
+        _check_lease,
+    ),
 }
 
+# -- detach of character devices: serial, parallel, console, channel ------------------------------
+#
+# libvirt (qemuDomainChrRemove -> virDomainChrRemove -> virDomainChrEquals) takes the first device of
+# the same element kind whose chardev source is equal and whose target matches: serial on target type
+# and port, parallel and console on port, channel on target type plus name (virtio, xen) or address
+# and port (guestfwd).  Addresses play no part.  A port left out of the device to detach is set at
+# parse to one above the highest port in use, so it never names an existing device.
 
-def find_match(domain: Domain, wanted: Device) -> Device:
-    """The one device ``wanted`` names, matched the way libvirt matches it for detach."""
+
+def _source_attributes(*names: str) -> Callable[[Element], tuple[str | None, ...]]:
+    def read(element: Element) -> tuple[str | None, ...]:
+        source = child(element, "source")
+        return tuple(source.get(name) if source is not None else None for name in names)
+
+    return read
+
+
+def _reconnect(source: Element | None) -> tuple[str | None, str | None]:
+    reconnect = source.find("reconnect") if source is not None else None
+    if reconnect is None:
+        return (None, None)
+    enabled = reconnect.get("enabled")
+    return (enabled, reconnect.get("timeout") if enabled == "yes" else None)
+
+
+def _tcp_source(element: Element) -> tuple[object, ...]:
+    mode, host, service = _source_attributes("mode", "host", "service")(element)
+    protocol = child(element, "protocol")
+    kind = (protocol.get("type") if protocol is not None else None) or "raw"
+    return (mode == "bind", kind, host, service, _reconnect(child(element, "source")))
+
+
+def _udp_source(element: Element) -> tuple[object, ...]:
+    """One <source> per direction: connect (the default mode) and bind, each host and service."""
+    parts: dict[str, tuple[str | None, str | None]] = {}
+    for source in element.iterfind("source"):
+        parts.setdefault(source.get("mode") or "connect", (source.get("host"), source.get("service")))
+    return (parts.get("connect", (None, None)), parts.get("bind", (None, None)))
+
+
+def _unix_source(element: Element) -> tuple[object, ...]:
+    source = child(element, "source")
+    path = source.get("path") if source is not None else None
+    bind = source is not None and source.get("mode") == "bind"
+    return (bind, path, _reconnect(source))
+
+
+def _vdagent_source(element: Element) -> tuple[object, ...]:
+    source = child(element, "source")
+    clipboard = source.find("clipboard") if source is not None else None
+    mouse = source.find("mouse") if source is not None else None
+    return (
+        clipboard.get("copypaste") if clipboard is not None else None, mouse.get("mode") if mouse is not None else None
+    )
+
+
+# Chardev source type -> the parts virDomainChrSourceDefIsEqual compares (nothing for pty: its path
+# is read only from live XML; nothing for null, vc, stdio and spicevmc).
+CHR_SOURCE_KEYS: dict[str, Callable[[Element], tuple[object, ...]]] = {
+    "file": _source_attributes("path", "append"),
+    "dev": _source_attributes("path"),
+    "pipe": _source_attributes("path"),
+    "nmdm": _source_attributes("master", "slave"),
+    "udp": _udp_source,
+    "tcp": _tcp_source,
+    "unix": _unix_source,
+    "spiceport": _source_attributes("channel"),
+    "dbus": _source_attributes("channel"),
+    "qemu-vdagent": _vdagent_source,
+}
+# Source parts redirdev's parser fills in when left out.
+REDIRDEV_SOURCE_DEFAULTS: dict[str, tuple[object, ...]] = {"dbus": ("org.qemu.usbredir",)}
+
+
+def chr_source(device: Device, *, redirdev: bool = False) -> tuple[object, ...]:
+    """The chardev source of a character device or redirdev, as libvirt compares it."""
+    kind = device.element.get("type") or "pty"
+    read = CHR_SOURCE_KEYS.get(kind)
+    parts = read(device.element) if read is not None else ()
+    if redirdev and parts == (None,) and kind in REDIRDEV_SOURCE_DEFAULTS:
+        parts = REDIRDEV_SOURCE_DEFAULTS[kind]
+    if kind == "unix" and not redirdev and parts[1] is None:
+        parts = (True, *parts[1:])  # an inactive chr unix socket without a path is a listening one
+    return (kind, *parts)
+
+
+def _target(device: Device) -> Element | None:
+    return child(device.element, "target")
+
+
+def _target_attribute(device: Device, name: str) -> str | None:
+    target = _target(device)
+    return target.get(name) if target is not None else None
+
+
+def _serial_target(device: Device) -> tuple[object, ...]:
+    # qemuDomainChrDefPostParse: isa-serial and no type are one on x86
+    return (_target_attribute(device, "type") or "isa-serial",)
+
+
+def _channel_target(device: Device) -> tuple[object, ...]:
+    kind = _target_attribute(device, "type")
+    if kind == "guestfwd":
+        return (kind, _target_attribute(device, "address"), _target_attribute(device, "port"))
+    return (kind, _target_attribute(device, "name"))
+
+
+@dataclass(frozen=True)
+class ChrKind:
+    """How libvirt tells the character devices of one element kind apart (virDomainChrEquals)."""
+
+    target: Callable[[Device], tuple[object, ...]]
+    # the ports the stored devices hold, in list order; None for kinds without a port (channel)
+    ports: Callable[[list[Device]], list[int]] | None
+
+
+def _written_port(device: Device) -> int | None:
+    text = _target_attribute(device, "port")
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise LibvirtError(f"XML error: Invalid port number: {text}")
+    return int(text)
+
+
+def _serial_ports(serials: list[Device]) -> list[int]:
+    """The ports libvirt gives serials written without one: those written with target type
+    isa-serial take the lowest free of ports 0-3 (virDomainChrIsaSerialDefPostParse), then the rest
+    one above the highest port in use, in order (virDomainChrDefPostParse)."""
+    ports = [_written_port(serial) for serial in serials]
+    isa = [_target_attribute(serial, "type") == "isa-serial" for serial in serials]
+    used = {port for port, is_isa in zip(ports, isa, strict=True) if is_isa and port is not None}
+    for position, is_isa in enumerate(isa):
+        if is_isa and ports[position] is None:
+            free = next((port for port in range(4) if port not in used), None)
+            if free is not None:
+                ports[position] = free
+                used.add(free)
+    result: list[int] = []
+    for position, port in enumerate(ports):
+        if port is None:
+            port = max((known for known in result + ports[position + 1:] if known is not None), default=-1) + 1
+        result.append(port)
+    return result
+
+
+def _parallel_ports(parallels: list[Device]) -> list[int]:
+    """The domain parser numbers a parallel written without a port one above the highest before it."""
+    result: list[int] = []
+    for parallel in parallels:
+        port = _written_port(parallel)
+        result.append(max(result, default=-1) + 1 if port is None else port)
+    return result
+
+
+CHR_KINDS: dict[str, ChrKind] = {
+    "serial": ChrKind(_serial_target, _serial_ports),
+    "parallel": ChrKind(lambda device: (), _parallel_ports),
+    # the domain parser numbers consoles by position, whatever port is written (see _console_entries)
+    "console": ChrKind(lambda device: (), lambda consoles: list(range(len(consoles)))),
+    "channel": ChrKind(_channel_target, None),
+}
+CHR_MISSING = "invalid argument: device not present in domain configuration"
+# Console target types that make a console the alias of serial 0 (none becomes serial at post-parse).
+SERIAL_CONSOLE_TYPES = frozenset({None, "serial"})
+
+# one stored character device (None: the console alias the reference does not write) and its identity
+ChrEntry = tuple[Device | None, tuple[object, ...]]
+
+
+def _find_chr(domain: Domain, wanted: Device) -> Device | None:
+    """qemuDomainChrRemove: the first stored device of the kind whose source, target and port equal
+    the wanted one's."""
+    rules = CHR_KINDS[wanted.kind]
+    if wanted.kind == "console" and _target_attribute(wanted, "type") in SERIAL_CONSOLE_TYPES:
+        raise LibvirtError("Requested operation is not valid: detaching serial console is not supported")
+    port = _written_port(wanted)
+    if rules.ports is not None and port is None:
+        raise LibvirtError(CHR_MISSING)  # the parser numbered it past every stored device
+    wanted_key = (chr_source(wanted), rules.target(wanted), port if rules.ports is not None else None)
+    devices = _of_kind(domain, wanted.kind)
+    entries = _console_entries(domain, devices) if wanted.kind == "console" else _chr_entries(rules, devices)
+    for device, key in entries:
+        if key == wanted_key:
+            if device is not None and device.kind == "serial" and device is devices[0]:
+                _drop_console_alias(domain)
+            return device
+    raise LibvirtError(CHR_MISSING)
+
+
+def _chr_entries(rules: ChrKind, devices: list[Device]) -> list[ChrEntry]:
+    ports: list[int | None] = list(rules.ports(devices)) if rules.ports is not None else [None] * len(devices)
+    return [
+        (device, (chr_source(device), rules.target(device), port)) for device, port in zip(devices, ports, strict=True)
+    ]
+
+
+def _console_entries(domain: Domain, consoles: list[Device]) -> list[ChrEntry]:
+    """The consoles as libvirt holds them after reading its stored XML: the first is the alias of
+    serial 0 (its source is serial 0's) when serial 0 is an ISA one or a console is written as
+    serial, and each console's port is its position (virDomainDefAddConsoleCompat,
+    virDomainDefParseXML).  The reference does not write that alias, so it may have no element."""
+    serials = list(domain.of_kind("serial"))
+    entries: list[ChrEntry] = []
+    first_is_alias = bool(consoles) and _target_attribute(consoles[0], "type") in SERIAL_CONSOLE_TYPES
+    if serials and not first_is_alias and _serial_target(serials[0]) == ("isa-serial",):
+        entries.append((None, (chr_source(serials[0]), (), 0)))
+    for device in consoles:
+        source = chr_source(serials[0]) if device is consoles[0] and first_is_alias and serials else chr_source(device)
+        entries.append((device, (source, (), len(entries))))
+    return entries
+
+
+def _drop_console_alias(domain: Domain) -> None:
+    """Removing serial 0 removes the console that is its alias too (qemuDomainChrRemove)."""
+    consoles = list(domain.of_kind("console"))
+    if consoles and _target_attribute(consoles[0], "type") in SERIAL_CONSOLE_TYPES:
+        _remove(domain, consoles[0])
+
+
+def find_match(domain: Domain, wanted: Device) -> Device | None:
+    """The one device ``wanted`` names, matched the way libvirt matches it for detach.
+
+    None when libvirt's match is a device the reference does not write: the stub ``<console>`` that
+    libvirt keeps as the alias of serial 0 (removing it changes nothing the reference holds)."""
+    if wanted.kind in CHR_KINDS:
+        return _find_chr(domain, wanted)
     matcher = MATCHERS.get(wanted.kind)
     if matcher is None:
         raise LibvirtError(
             f"Operation not supported: persistent detach of device '{_type_name(wanted.kind)}' is not supported"
         )
-    candidates = [device for device in domain.of_kind(wanted.kind) if matcher.matches(device, wanted)]
+    if matcher.check is not None:
+        matcher.check(wanted)
+    candidates = [device for device in _of_kind(domain, wanted.kind) if matcher.matches(device, wanted)]
     if wanted.kind == "interface" and len(candidates) > 1:
         mac = _mac(wanted)
         if mac is not None:
@@ -458,10 +747,18 @@ def find_match(domain: Domain, wanted: Device) -> Device:
     return candidates[0]
 
 
+def _of_kind(domain: Domain, kind: str) -> list[Device]:
+    """The domain's devices of one kind; kinds the parser does not track (parallel, lease) are read
+    from the document on demand."""
+    if kind in UNTRACKED_KINDS:
+        return [read_device(element) for element in domain.devices_element.iterfind(kind)]
+    return list(domain.of_kind(kind))
+
+
 def _remove(domain: Domain, device: Device) -> None:
     if device.kind == "controller":
         domain.controllers.remove(device)
-    else:
+    elif any(held is device for held in domain.devices):
         domain.devices.remove(device)
     parent = device.element.getparent()
     if parent is not None:
