@@ -224,3 +224,51 @@ def test_detaching_a_pci_serial_frees_its_slot_for_the_next_attach() -> None:
     assert addresses(reattached)["interface#0"] == "02:01.0"
     assert {key for key in addresses(reattached) if key.startswith("pci")} == {
         key for key in addresses(xml) if key.startswith("pci")}
+
+
+ISA_SERIAL = "<serial type='{}'>{}<target type='isa-serial'{}/></serial>"
+TCP = "<source mode='connect' host='localhost' service='{}'/>"
+
+# (id, machine, base devices, steps: (attach?, device XML), the message of the step that fails or None).
+# Each checked against libvirtd 9.0.0.
+CHR_SEQUENCES: list[tuple[str, str, str, list[tuple[bool, str]], str | None]] = [
+    ("ports-stay-after-a-detach", "pc", MIN + ISA_SERIAL.format("tcp", TCP.format(4000), " port='0'")
+     + ISA_SERIAL.format("tcp", TCP.format(4001), ""),
+     [(False, ISA_SERIAL.format("tcp", TCP.format(4000), " port='0'")),
+      (False, ISA_SERIAL.format("tcp", TCP.format(4001), " port='1'"))], None),
+    ("port-spelt-as-strtoul-reads-it", "pc", MIN + ISA_SERIAL.format("pty", "", "") * 2,
+     [(False, ISA_SERIAL.format("pty", "", " port=' 0'")), (False, ISA_SERIAL.format("pty", "", " port='+1'"))],
+     None),
+    ("port-minus-one-is-no-port", "pc", MIN + ISA_SERIAL.format("pty", "", ""),
+     [(False, ISA_SERIAL.format("pty", "", " port='-1'"))], CHR_MISSING),
+    ("port-not-a-number", "pc", MIN + ISA_SERIAL.format("pty", "", ""),
+     [(False, ISA_SERIAL.format("pty", "", " port='x'"))], "XML error: Invalid port number: x"),
+    # define numbers the untyped serial after the typed ISA one took port 0: both hold port 0, and
+    # re-reading the stored XML for any --config change refuses that
+    ("isa-port-clash-stored-by-define", "pc",
+     MIN + ISA_SERIAL.format("file", "<source path='/tmp/a'/>", "") + "<serial type='pty'><target port='0'/></serial>",
+     [(False, "<serial type='pty'><target port='0'/></serial>")],
+     "internal error: target port '0' already allocated"),
+    ("attach-serial-console-refused", "pc", MIN + ISA_SERIAL.format("pty", "", ""), [(True, "<console type='pty'/>")],
+     "Operation not supported: attaching serial console is not supported"),
+    ("attach-same-serial-refused", "pc", MIN + ISA_SERIAL.format("pty", "", ""),
+     [(True, ISA_SERIAL.format("pty", "", " port='0'"))], "Requested operation is not valid: chardev already exists"),
+    ("attach-fifth-isa-serial-refused", "pc", MIN + ISA_SERIAL.format("pty", "", "") * 3,
+     [(True, ISA_SERIAL.format("pty", "", " port='3'")), (True, ISA_SERIAL.format("pty", "", ""))],
+     "internal error: Maximum supported number of ISA serial ports is '4'"),
+]
+
+
+@pytest.mark.parametrize(("machine", "base", "steps", "failure"), [case[1:] for case in CHR_SEQUENCES],
+                         ids=[case[0] for case in CHR_SEQUENCES])
+def test_character_device_sequences(machine: str, base: str, steps: list[tuple[bool, str]],
+                                    failure: str | None) -> None:
+    xml = define(domain(machine, base))
+    failed = None
+    for is_attach, device in steps:
+        try:
+            xml = attach(xml, device, live=False) if is_attach else detach(xml, device)
+        except LibvirtError as exc:
+            failed = exc.message
+            break
+    assert failed == failure

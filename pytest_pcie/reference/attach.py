@@ -13,8 +13,11 @@ controller is ever added, and the device must land in a hotpluggable slot.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from lxml import etree
 
 from pytest_pcie.reference.addresses import AddressSet
 from pytest_pcie.reference.assign import assign_addresses, build_set, fixed_chipset_slots, write_addresses
@@ -72,6 +75,7 @@ def detach(domain_xml: str, device_xml: str) -> str:
     """See :func:`pytest_pcie.reference.detach`."""
     domain = load_domain(domain_xml)
     wanted = parse_device(device_xml)
+    check_persistent_copy(domain)
     if wanted.kind in NO_PERSISTENT_DETACH:
         raise LibvirtError(
             f"Operation not supported: persistent detach of device '{_type_name(wanted.kind)}' is not supported"
@@ -89,7 +93,11 @@ def parse_device(device_xml: str) -> Device:
     element = parse_xml(device_xml, "device XML")
     if element.tag not in DEVICE_TAGS:
         raise LibvirtError(f"unsupported configuration: unknown device type '{element.tag}'")
-    return read_device(element)
+    device = read_device(element)
+    check = PARSE_CHECKS.get(device.kind)
+    if check is not None:
+        check(device)
+    return device
 
 
 # -- offline ------------------------------------------------------------------------------------
@@ -97,6 +105,7 @@ def parse_device(device_xml: str) -> Device:
 
 def attach_config(domain: Domain, device: Device) -> None:
     """Insert ``device`` into the persistent definition and re-run post-parse (both passes)."""
+    check_persistent_copy(domain)
     if device.kind in NO_PERSISTENT_ATTACH:
         raise LibvirtError(
             f"Operation not supported: persistent attach of device '{_type_name(device.kind)}' is not supported"
@@ -105,6 +114,7 @@ def attach_config(domain: Domain, device: Device) -> None:
     if check is not None:
         check(domain, device)
     insert(domain, device)
+    check_persistent_copy(domain)  # post-parse checks the ISA serials again, the new one included
     add_defaults(domain)
     assign_addresses(domain)
 
@@ -173,6 +183,10 @@ def _check_rng(domain: Domain, device: Device) -> None:
 
 
 CONFIG_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
+    # character devices: defined with detach's matching further down
+    **dict.fromkeys(
+        ("serial", "parallel", "console", "channel"), lambda domain, device: _check_chr_attach(domain, device)
+    ),
     "rng": _check_rng,
     "disk": _check_disk,
     "controller": _check_controller,
@@ -353,8 +367,6 @@ class Matcher:
 
     matches: Callable[[Device, Device], bool]
     missing: Callable[[Device], str]
-    # libvirt's refusals while parsing the device to detach, before any matching
-    check: Callable[[Device], None] | None = None
 
 
 def _same_address_if_given(candidate: Device, wanted: Device) -> bool:
@@ -492,13 +504,11 @@ MATCHERS: dict[str, Matcher] = {
         and chr_source(candidate, redirdev=True) == chr_source(wanted, redirdev=True)
         and _same_info_if_given(candidate, wanted),
         lambda wanted: "device not found: no matching redirdev was not found",
-        _check_redirdev,
     ),
     # virDomainLeaseIndex: lockspace and key; the target path plays no part.
     "lease": Matcher(
         lambda candidate, wanted: _lease_key(candidate) == _lease_key(wanted),
         lambda wanted: "device not found: Lease {1} in lockspace {0} does not exist".format(*_lease_key(wanted)),
-        _check_lease,
     ),
 }
 
@@ -619,12 +629,28 @@ class ChrKind:
 
 
 def _written_port(device: Device) -> int | None:
+    """The target port as libvirt reads it: strtoul's spelling (leading blanks, a sign), a negative
+    number wrapped to 32 bits and stored in an int, so '-1' means 'not given' (None)."""
     text = _target_attribute(device, "port")
     if text is None:
         return None
-    if not text.strip().isdigit():
+    match = PORT_NUMBER.fullmatch(text)
+    if match is None or int(match.group(2)) > UINT_MAX:
         raise LibvirtError(f"XML error: Invalid port number: {text}")
-    return int(text)
+    value = int(match.group(2))
+    if match.group(1) == "-":
+        value = -value & UINT_MAX
+    port = value - (UINT_MAX + 1) if value > INT_MAX else value
+    return None if port == -1 else port
+
+
+PORT_NUMBER = re.compile(r"\s*([+-]?)(\d+)")
+UINT_MAX = 0xFFFFFFFF
+INT_MAX = 0x7FFFFFFF
+
+
+def _check_port(device: Device) -> None:
+    _written_port(device)
 
 
 def _serial_ports(serials: list[Device]) -> list[int]:
@@ -665,6 +691,38 @@ CHR_KINDS: dict[str, ChrKind] = {
     "channel": ChrKind(_channel_target, None),
 }
 CHR_MISSING = "invalid argument: device not present in domain configuration"
+# Kinds whose port libvirt numbers and stores (consoles are numbered by position instead).
+PORT_NUMBERED = ("serial", "parallel")
+
+# libvirt's refusals while parsing one device element (attach or detach), before it looks at the domain.
+PARSE_CHECKS: dict[str, Callable[[Device], None]] = {
+    "serial": _check_port,
+    "parallel": _check_port,
+    "console": _check_port,
+    "redirdev": _check_redirdev,
+    "lease": _check_lease,
+}
+MAX_ISA_SERIALS = 4
+
+
+def check_persistent_copy(domain: Domain) -> None:
+    """The checks libvirt makes re-reading its stored XML into the copy that a --config attach or
+    detach changes (virDomainObjCopyPersistentDef).  Define numbers the ports of ISA serials written
+    without a target type after it checked the ISA ones, so it can store two on one port, or one on
+    port 4 or above; the copy, where every ISA serial has its type written, is then refused
+    (virDomainChrIsaSerialDefPostParse)."""
+    serials = list(domain.of_kind("serial"))
+    used: set[int] = set()
+    count = 0
+    for serial, port in zip(serials, _serial_ports(serials), strict=True):
+        if _serial_target(serial) != ("isa-serial",):
+            continue
+        count += 1
+        if count > MAX_ISA_SERIALS or port >= MAX_ISA_SERIALS:
+            raise LibvirtError(f"internal error: Maximum supported number of ISA serial ports is '{MAX_ISA_SERIALS}'")
+        if port in used:
+            raise LibvirtError(f"internal error: target port '{port}' already allocated")
+        used.add(port)
 # Console target types that make a console the alias of serial 0 (none becomes serial at post-parse).
 SERIAL_CONSOLE_TYPES = frozenset({None, "serial"})
 
@@ -674,22 +732,63 @@ ChrEntry = tuple[Device | None, tuple[object, ...]]
 
 def _find_chr(domain: Domain, wanted: Device) -> Device | None:
     """qemuDomainChrRemove: the first stored device of the kind whose source, target and port equal
-    the wanted one's."""
-    rules = CHR_KINDS[wanted.kind]
+    the wanted one's; removing serial 0 removes the console that is its alias too."""
     if wanted.kind == "console" and _target_attribute(wanted, "type") in SERIAL_CONSOLE_TYPES:
         raise LibvirtError("Requested operation is not valid: detaching serial console is not supported")
+    _freeze_ports(domain)
+    entry = _chr_lookup(domain, wanted)
+    if entry is None:
+        raise LibvirtError(CHR_MISSING)
+    device = entry[0]
+    serials = list(domain.of_kind("serial"))
+    if device is not None and serials and device is serials[0]:
+        _drop_console_alias(domain)
+    return device
+
+
+def _chr_lookup(domain: Domain, wanted: Device) -> ChrEntry | None:
+    """virDomainChrFind: the first stored entry equal to ``wanted``; None when there is none."""
+    rules = CHR_KINDS[wanted.kind]
     port = _written_port(wanted)
     if rules.ports is not None and port is None:
-        raise LibvirtError(CHR_MISSING)  # the parser numbered it past every stored device
+        return None  # the parser numbered it past every stored device
     wanted_key = (chr_source(wanted), rules.target(wanted), port if rules.ports is not None else None)
     devices = _of_kind(domain, wanted.kind)
     entries = _console_entries(domain, devices) if wanted.kind == "console" else _chr_entries(rules, devices)
-    for device, key in entries:
-        if key == wanted_key:
-            if device is not None and device.kind == "serial" and device is devices[0]:
-                _drop_console_alias(domain)
-            return device
-    raise LibvirtError(CHR_MISSING)
+    return next((entry for entry in entries if entry[1] == wanted_key), None)
+
+
+def _freeze_ports(domain: Domain) -> None:
+    """Write the port libvirt stored for each serial and parallel written without one, so that
+    removing one does not renumber the others (libvirt always writes the port back)."""
+    for kind in PORT_NUMBERED:
+        devices = _of_kind(domain, kind)
+        numbering = CHR_KINDS[kind].ports
+        assert numbering is not None
+        for device, port in zip(devices, numbering(devices), strict=True):
+            _write_port(device, port)
+
+
+def _write_port(device: Device, port: int) -> None:
+    target = _target(device)
+    if target is None:
+        target = etree.SubElement(device.element, "target")
+    if _written_port(device) is None:  # not written, or '-1'
+        target.set("port", str(port))
+
+
+def _check_chr_attach(domain: Domain, device: Device) -> None:
+    """qemuDomainChrPreInsert: no serial console, nothing equal already there.  A serial or parallel
+    written without a port gets one above the highest in use (virDomainChrDefPostParse)."""
+    if device.kind == "console" and _target_attribute(device, "type") in SERIAL_CONSOLE_TYPES:
+        raise LibvirtError("Operation not supported: attaching serial console is not supported")
+    if device.kind in PORT_NUMBERED and _written_port(device) is None:
+        _freeze_ports(domain)
+        stored = _of_kind(domain, device.kind)
+        ports = [_written_port(other) for other in stored]
+        _write_port(device, max((port for port in ports if port is not None), default=-1) + 1)
+    if _chr_lookup(domain, device) is not None:
+        raise LibvirtError("Requested operation is not valid: chardev already exists")
 
 
 def _chr_entries(rules: ChrKind, devices: list[Device]) -> list[ChrEntry]:
@@ -734,8 +833,6 @@ def find_match(domain: Domain, wanted: Device) -> Device | None:
         raise LibvirtError(
             f"Operation not supported: persistent detach of device '{_type_name(wanted.kind)}' is not supported"
         )
-    if matcher.check is not None:
-        matcher.check(wanted)
     candidates = [device for device in _of_kind(domain, wanted.kind) if matcher.matches(device, wanted)]
     if wanted.kind == "interface" and len(candidates) > 1:
         mac = _mac(wanted)
