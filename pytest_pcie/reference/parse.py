@@ -408,3 +408,26 @@ def _primary_video_first(domain: Domain) -> None:
 def _is_primary(video: Device) -> bool:
     model = video.element.find("model")
     return model is not None and model.get("primary") == "yes"
+
+
+# Kinds the domain parser does not track as devices; detach reads them from the document.
+UNTRACKED_KINDS = frozenset({"parallel", "lease"})
+
+
+def devices_of_kind(domain: Domain, kind: str) -> list[Device]:
+    """The domain's devices of one kind; kinds the parser does not track (parallel, lease) are read
+    from the document on demand."""
+    if kind in UNTRACKED_KINDS:
+        return [read_device(element) for element in domain.devices_element.iterfind(kind)]
+    return list(domain.of_kind(kind))
+
+
+def remove_device(domain: Domain, device: Device) -> None:
+    """Take ``device`` out of the domain's lists and its element out of the document (detach)."""
+    if device.kind == "controller":
+        domain.controllers.remove(device)
+    elif any(held is device for held in domain.devices):
+        domain.devices.remove(device)
+    parent = device.element.getparent()
+    if parent is not None:
+        parent.remove(device.element)
