@@ -125,7 +125,7 @@ OTHERS = [
     Kind("hostdev-absent", "<hostdev mode='subsystem' type='pci' managed='no'><source><address domain='0x0000' "
          "bus='{host_bus}' slot='0x00' function='0x0'/></source>{address}</hostdev>",
          startable=False, hotplug=True, detachable=True),
-    Kind("serial-pci", "<serial type='pty'><target type='pci-serial'><model name='pci-serial'/></target>"
+    Kind("serial-pci", "<serial type='pty'><target type='pci-serial' port='{n}'><model name='pci-serial'/></target>"
          "{address}</serial>", detachable=True),
     Kind("iommu-virtio", "<iommu model='virtio'>{address}</iommu>", machines=Q35),
     *_virtio_rows("balloon", "<memballoon model='{model}'>{address}</memballoon>"),
