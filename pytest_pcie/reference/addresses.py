@@ -213,12 +213,6 @@ class AddressSet:
             bus.aggregate |= 1 << address.slot
         bus.functions[address.slot] = used | 1 << address.function
 
-    def release(self, address: PciAddress) -> None:
-        bus = self.buses[address.bus]
-        bus.functions[address.slot] &= ~(1 << address.function)
-        bus.hints.clear()
-        self._first_bus.clear()
-
     def reserve_next(self, flags: Connect, function: int | None = None) -> PciAddress:
         """Find and reserve the next free address for a device with ``flags`` (function None = any).
 
