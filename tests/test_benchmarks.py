@@ -39,7 +39,7 @@ def test_quick_run_prints_the_table_and_the_fit_line(bench: ModuleType, capsys: 
     assert "reference ms" in bench.HEADER and "virsh ms" in bench.HEADER
     rows = [line for line in lines if re.match(r"\s*10\s+virtio\s", line)]
     assert len(rows) == 1
-    assert rows[0].split()[-4:] == ["-"] * 4  # libvirt columns skipped under --no-libvirt
+    assert rows[0].split()[-6:] == ["-"] * 6  # libvirt columns skipped under --no-libvirt
     assert any(line.startswith("linear fit over virtio rows:") for line in lines)
 
 
