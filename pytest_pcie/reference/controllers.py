@@ -147,12 +147,9 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
     plans: list[_SettingsPlan] = []
     for controller, options in items:
         element = controller.element
-        if controller.implicit and len(element) <= 1:  # added by libvirt: an <address> at most
-            old_model = old_target = node = None
-        else:
-            old_model = child(element, "model")
-            old_target = child(element, "target")
-            node = child(old_target, "node") if old_target is not None else None
+        old_model = child(element, "model")
+        old_target = child(element, "target")
+        node = child(old_target, "node") if old_target is not None else None
         new_model = options.model_name is not None and old_model is None
         if new_model:
             texts.append(_model_text(options.model_name))
