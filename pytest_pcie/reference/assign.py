@@ -144,9 +144,7 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
             )
         if controller.model not in _KNOWN_BUS_MODELS:
             raise LibvirtError("internal error: PCI controller model was not set correctly")
-        target = child(controller.element, "target")
-        hotplug = target is None or target.get("hotplug") != "off"
-        buses[controller.index].set_model(controller.model, hotplug)
+        buses[controller.index].set_model(controller.model, _hotplug(controller))
     if buses and buses[0].model in (None, "pci-root"):
         buses[0].set_model("pci-root", True)  # libvirt ignores hotplug='off' on pci-root here
     default = "pcie-root-port" if domain.has_pcie_root else "pci-bridge"
@@ -166,6 +164,15 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
         if reserved != device.address:
             _commit(device, reserved, device.multifunction)
     return addresses
+
+
+def _hotplug(controller: Device) -> bool:
+    """Whether a PCI controller's bus offers hotplug (``<target hotplug='off'>`` turns it off).
+    Controllers the assigner added have no ``<target>`` yet: no need to look."""
+    if controller.implicit:
+        return True
+    target = child(controller.element, "target")
+    return target is None or target.get("hotplug") != "off"
 
 
 _ITERATE_RANK: dict[str, int] = {kind: number for number, kind in enumerate(ITERATE_ORDER)}

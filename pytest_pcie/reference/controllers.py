@@ -147,8 +147,9 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
     plans: list[_SettingsPlan] = []
     for controller, options in items:
         element = controller.element
-        old_model = child(element, "model")
-        old_target = child(element, "target")
+        # an element the assigner added has no children yet: no need to look
+        old_model = None if controller.implicit else child(element, "model")
+        old_target = None if controller.implicit else child(element, "target")
         node = child(old_target, "node") if old_target is not None else None
         new_model = options.model_name is not None and old_model is None
         if new_model:

@@ -61,6 +61,8 @@ class Device:
     address: PciAddress | None = None
     multifunction: str | None = None
     flags: Connect = NO_FLAGS
+    # added by libvirt itself, not written by the user: an added PCI controller's element has no
+    # children until the assigner writes its settings (after both passes)
     implicit: bool = False
     written: bool = False  # the <address> element is already in libvirt's full spelling
     # the element has an <address> child (so writing one replaces it): known without looking, as
