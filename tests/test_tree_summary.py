@@ -28,7 +28,7 @@ def read(name: str) -> etree._Element:
         ("defaults/empty-domain/q35", {"PCIe": 1, "PCI": 0}),  # libvirt's one spare root port
         ("policy/q35-no-controllers-one-spare-port/q35", {"PCIe": 1, "PCI": 0}),
         ("policy/q35-user-root-ports-more-than-needed/q35", {"PCIe": 2, "PCI": 0}),
-        ("policy/q35-bumped-ports-zero-spare/q35", {"PCIe": 0, "PCI": 0}),
+        ("scenarios/03-q35-too-few-ports-bumped/q35", {"PCIe": 0, "PCI": 0}),
         ("attach-live/free-slot-used/q35", {"PCIe": 0, "PCI": 0}),  # the live NIC took the spare port
         ("attach-live/spare-port-then-no-slot/q35", {"PCIe": 0, "PCI": 0}),  # hence the refused second NIC
         ("attach-live/hotplug-off-port-skipped/q35", {"PCIe": 0, "PCI": 0}),  # a hotplug='off' port is no slot
