@@ -191,16 +191,20 @@ def _model_text(name: str) -> str:
 def _target_attributes(values: dict[str, int | str]) -> str:
     """The ``<target>`` attributes for ``values`` as element text, in libvirt's order and number
     spelling ("" when there are none)."""
-    spelled = ""
-    for attribute, option, hexadecimal in _TARGET_OPTIONS:
-        value = values.get(option)
-        if value is None:
-            continue
-        if isinstance(value, int):
-            spelled += f' {attribute}="0x{value:x}"' if hexadecimal else f' {attribute}="{value}"'
-        else:
-            spelled += f" {attribute}={quoted(value)}"
-    return spelled
+    return "".join(
+        [
+            _spelled(attribute, value, hexadecimal)
+            for attribute, option, hexadecimal in _TARGET_OPTIONS
+            if (value := values.get(option)) is not None
+        ]
+    )
+
+
+def _spelled(attribute: str, value: int | str, hexadecimal: bool) -> str:
+    """One ``<target>`` attribute as text: numbers as libvirt writes them, other values quoted."""
+    if isinstance(value, str):
+        return f" {attribute}={quoted(value)}"
+    return f' {attribute}="0x{value:x}"' if hexadecimal else f' {attribute}="{value}"'
 
 
 def validate_controller(controller: Device) -> None:

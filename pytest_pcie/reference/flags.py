@@ -7,6 +7,8 @@ whose link is not a function of their model: PCI controllers and VFIO host devic
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pytest_pcie.reference.hostpci import is_pci_express
 from pytest_pcie.reference.model import Device, parse_int
 from pytest_pcie.reference.parse import Domain
@@ -40,10 +42,16 @@ def connect_flags(device: Device, pcie: Connect) -> Connect:
     if device_class(device) == "hostdev":
         return _hostdev_flags(device, pcie)
     kind = f"controller:{device.ctype}" if device.kind == "controller" else device.kind
-    model = device.model if kind != "interface" or device.model in NET_MODELS else "unknown"
-    link = device_link(kind, model)
+    return _model_flags(kind, device.model, pcie)
+
+
+@lru_cache(maxsize=1024)
+def _model_flags(kind: str, model: str, pcie: Connect) -> Connect:
+    """Connect flags of every device of ``kind`` and ``model`` (worked out once per pair: a large
+    domain has hundreds of devices of a few models)."""
+    link = device_link(kind, model if kind != "interface" or model in NET_MODELS else "unknown")
     flags = NONE if link is Link.NONE else PCI_FLAGS if link is Link.PCI else pcie
-    if device.kind == "iommu" and flags:
+    if kind == "iommu" and flags:
         flags |= Connect.INTEGRATED
     return flags
 
