@@ -10,6 +10,7 @@ instead, so they need no libvirtd.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ from pytest_pcie.backends.libvirt_safety import (
     mark_domain,
     this_process,
 )
-from pytest_pcie.backends.shared_memory import SHM_DIR, shmem_names
+from pytest_pcie.backends.shared_memory import SHM_DIR, SharedMemory, shmem_names
 from pytest_pcie.cases import Case, load_case
 from pytest_pcie.domain import prepare_domain
 
@@ -854,3 +855,116 @@ def test_a_real_live_guest_leaves_no_shared_memory_file_of_its_own(make_case: Ca
         backend.close()
         for path in SHM_DIR.glob(f"{tag}-*"):
             path.unlink()
+
+
+def test_a_killed_runs_shared_memory_files_go_when_the_next_backend_starts(
+    fake_host: FakeHost, make_case: Callable[..., Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's path through the backend: written while a case runs, swept at the next start."""
+    journals, shm = tmp_path / "journals", fake_host.shm
+    (shm / "existing").write_text("made before")
+    started = f"<domain><devices>{MIN}{shmem_device('guest a')}{shmem_device('existing')}</devices></domain>"
+    steps = [("attach", "shm.xml", shmem_device("hotplugged"))]
+    killed = LibvirtBackend(URI, shm_dir=shm, proc_dir=fake_host.proc, journal_dir=journals)
+    # A process that died: same pid, another start time (what is_leftover sees after pid reuse).
+    killed._shm.owner = dataclasses.replace(killed._shm.owner, pid_start="dead")
+    monkeypatch.setattr(killed, "_guest_gone", lambda shm_created: None)  # SIGKILL: it never got that far
+    assert killed.run(make_case("attach-live", started, steps), "q35").failure is None
+    finish_destroys(killed)  # libvirtd's autodestroy stops its guest
+    killed._destroyer.shutdown()
+    assert sorted(path.name for path in shm.iterdir()) == ["existing", "guest a", "hotplugged"]
+    assert len(list(journals.glob("shm-*.json"))) == 1
+
+    remote = LibvirtBackend("qemu+ssh://root@lab1/system", shm_dir=shm, proc_dir=fake_host.proc, journal_dir=journals)
+    remote.close()
+    assert sorted(path.name for path in shm.iterdir()) == ["existing", "guest a", "hotplugged"]  # not its /dev/shm
+
+    sweeper = LibvirtBackend(URI, shm_dir=shm, proc_dir=fake_host.proc, journal_dir=journals)
+    try:
+        assert sorted(path.name for path in shm.iterdir()) == ["existing"]
+        assert list(journals.glob("shm-*.json")) == []
+        assert (shm / "existing").read_text() == "made before"
+    finally:
+        sweeper.close()
+
+
+KILLED_WITH_SHMEM = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from pytest_pcie.backends.libvirt import LibvirtBackend
+    from pytest_pcie.cases import load_case
+
+    folder, journals, when = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+    def pause(domain):
+        print("READY", domain.name(), flush=True)
+        time.sleep(120)
+
+    class Paused(LibvirtBackend):
+        def _start_transient(self, run):
+            if when == "during-start":  # QEMU has created the file; the check after the start has not run
+                create = self._conn.createXML
+                self._conn.createXML = lambda xml, flags: pause(create(xml, flags))
+            domain = super()._start_transient(run)
+            pause(domain)
+            return domain
+
+    case = load_case(folder, folder.parent)
+    Paused(journal_dir=journals).run(case, "q35")
+    """
+)
+
+
+@pytest.mark.parametrize("when", ["after-start", "during-start"])
+def test_a_real_killed_runs_shared_memory_file_goes_when_the_next_backend_starts(
+    make_case: Callable[..., Case], tmp_path: Path, when: str
+) -> None:
+    """On the real libvirtd and /dev/shm: SIGKILL a run whose live guest holds a shmem file."""
+    open_backend().close()  # skip (or fail) here, not in the child, when libvirtd is unavailable
+    journals = tmp_path / "journals"
+    tag = f"pcie-test-shm-{uuid.uuid4().hex[:8]}"
+    path = SHM_DIR / f"{tag}-a"
+    started = f"<domain><devices>{MIN}{shmem_device(path.name)}</devices></domain>"
+    case = make_case("attach-live", started, [("attach", "nic.xml", VIRTIO_NIC)])
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WITH_SHMEM, str(case.folder), str(journals), when],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert child.stdout is not None
+        ready = child.stdout.readline().split()
+        assert ready[0] == "READY", ready
+        assert path.is_file()
+        [journal] = journals.glob("shm-*.json")
+        assert path.name in json.loads(journal.read_text())["pending" if when == "during-start" else "claimed"]
+        child.kill()
+        child.wait(timeout=30)
+        wait_until_stopped(ready[1], path)
+        assert path.is_file()  # QEMU and libvirtd leave it behind
+        sweeper = LibvirtBackend(URI, journal_dir=journals)
+        try:
+            assert not path.exists()
+            assert list(journals.glob("shm-*.json")) == []
+        finally:
+            sweeper.close()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for leftover in SHM_DIR.glob(f"{tag}-*"):
+            leftover.unlink()
+
+
+def wait_until_stopped(name: str, path: Path, timeout: float = 60) -> None:
+    """Wait for libvirtd's autodestroy: domain ``name`` gone and no process mapping ``path``."""
+    checker = open_backend()
+    try:
+        deadline = time.monotonic() + timeout
+        while name in domain_names(checker) or SharedMemory()._mapped({path}):
+            assert time.monotonic() < deadline, f"{name} still running {timeout} s after its owner was killed"
+            time.sleep(0.1)
+    finally:
+        checker.close()

@@ -6,7 +6,8 @@ Live cases start a transient guest with ``VIR_DOMAIN_START_AUTODESTROY``, so eve
 leaves no running guest: libvirtd stops it when our connection drops.  What a kill can leave (a
 persistent definition) is swept by the next backend that connects, but only once its owner is
 known to be gone.  The /dev/shm files our guests' shmem devices made QEMU create are removed once
-those guests are gone (:mod:`pytest_pcie.backends.shared_memory`).
+those guests are gone (:mod:`pytest_pcie.backends.shared_memory`); a journal of them lets the next
+backend remove those of a killed run, once that run's owner is gone by the same rules.
 
 Everything goes through the libvirt API at the given URI, so a remote ``qemu+ssh://`` host works
 the same as the local socket; only shared-memory files, which no API reaches, are cleaned up for
@@ -43,7 +44,7 @@ from pytest_pcie.backends.libvirt_safety import (
     this_process,
     unmark_domain,
 )
-from pytest_pcie.backends.shared_memory import PROC_DIR, SHM_DIR, SharedMemory
+from pytest_pcie.backends.shared_memory import JOURNAL_DIR, PROC_DIR, SHM_DIR, SharedMemory
 from pytest_pcie.cases import Action, Case, Operation
 from pytest_pcie.domain import ARCH, prepare_domain
 from pytest_pcie.outcome import Failure, Outcome
@@ -88,21 +89,30 @@ class LibvirtBackend:
 
     name = "libvirt"
 
-    def __init__(self, uri: str = DEFAULT_URI, shm_dir: Path = SHM_DIR, proc_dir: Path = PROC_DIR) -> None:
-        """``shm_dir`` and ``proc_dir`` stand in for /dev/shm and /proc in tests."""
+    def __init__(
+        self,
+        uri: str = DEFAULT_URI,
+        shm_dir: Path = SHM_DIR,
+        proc_dir: Path = PROC_DIR,
+        journal_dir: Path | None = JOURNAL_DIR,
+    ) -> None:
+        """``shm_dir``, ``proc_dir`` and ``journal_dir`` stand in for /dev/shm, /proc and
+        /run/pytest-pcie in tests; ``journal_dir`` None keeps no journal of shared-memory files."""
         self.uri = uri
-        self._shm = SharedMemory(shm_dir if uri in LOCAL_URIS else None, proc_dir)
+        self.owner = this_process()
+        local = uri in LOCAL_URIS
+        self._shm = SharedMemory(shm_dir if local else None, proc_dir, journal_dir=journal_dir, owner=self.owner)
         self._libvirt = _import_libvirt()
         self._conn = _open(self._libvirt, uri)
         try:
             self.domain_type = pick_domain_type(self._conn, uri)
-            self.owner = this_process()
             self._counter = itertools.count(1)
             self._destroyer = ThreadPoolExecutor(MAX_BACKGROUND_DESTROYS, thread_name_prefix="pcie-destroy")
             self._destroy_conn: Any = None
             self._pending: dict[Future[None], Collection[str]] = {}  # destroy -> its guest's shm files
             self._closed = False
             self.swept = self.sweep()
+            self._shm.sweep()  # a killed run's guests are gone (autodestroy): their files may go
         except BaseException:
             self._conn.close()
             raise
@@ -140,8 +150,8 @@ class LibvirtBackend:
 
     def close(self) -> None:
         """Finish background destroys, remove what this session (or an earlier, dead one) left,
-        including its guests' shared-memory files, then drop the connection.  Calling it again
-        does nothing."""
+        including its guests' shared-memory files (and with them this session's journal), then
+        drop the connection.  Calling it again does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -151,6 +161,7 @@ class LibvirtBackend:
             if self._conn.isAlive():
                 self.sweep()
             self._shm.remove(SHM_CLOSE_WAIT)
+            self._shm.sweep()
         finally:
             if self._destroy_conn is not None:
                 self._destroy_conn.close()
