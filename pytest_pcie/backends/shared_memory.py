@@ -52,7 +52,7 @@ guest's writes through its mapping leave it alone, so a file our guest created p
 made under that name later (after the owner died and its guest was stopped) does not.  What it
 cannot tell apart is a file someone else created under the same name within those seconds: the
 live check could not either, and such a file is removed only once nothing maps it.  Dropping
-unconfirmed candidates instead would have kept the leak this journal exists to close.
+unconfirmed candidates instead would keep the leak for every kill that lands during a start.
 
 /run (and $XDG_RUNTIME_DIR for other users) is a tmpfs like /dev/shm, so a journal lives exactly as
 long as the files it describes: a reboot clears both.

@@ -3,7 +3,8 @@
 A pass removes the /dev/shm files its live examples' ivshmem-plain devices made QEMU create, by the
 rules of that module; on top of them, only names the catalogue generates
 (:data:`pytest_pcie.fuzz.catalogue.SHMEM_PREFIX`) are ever candidates, so a name a user wrote in a
-case folder that ``--recheck`` runs is left alone.
+case folder that ``--recheck`` runs is left alone.  This keeps no journal: a killed pass's guests
+ran through the libvirt backend, whose journal lets the next backend remove their files.
 """
 
 from __future__ import annotations
