@@ -693,6 +693,7 @@ class FakeHost:
 
     shm: Path
     proc: Path
+    journals: Path  # where backends keep their shared-memory journals (never the real /run)
     domains: dict[str, FakeDomain] = dataclasses.field(default_factory=dict)
     pids: Iterator[int] = dataclasses.field(default_factory=lambda: iter(range(1000, 2000)))
 
@@ -759,7 +760,7 @@ vars(FAKE_LIBVIRT).update(
 @pytest.fixture
 def fake_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     """A fake libvirtd + QEMU whose "/dev/shm" and "/proc" are folders in tmp_path."""
-    host = FakeHost(tmp_path / "shm", tmp_path / "proc")
+    host = FakeHost(tmp_path / "shm", tmp_path / "proc", tmp_path / "journals")
     host.shm.mkdir()
     host.proc.mkdir()
     monkeypatch.setattr(FAKE_LIBVIRT, "open", host.open, raising=False)
@@ -785,7 +786,7 @@ def test_the_shared_memory_files_our_guests_created_go_once_no_guest_maps_them(
     (shm / "someone-else").write_text("not named by any case")
     started = f"<domain><devices>{MIN}{shmem_device('guest a')}{shmem_device('in use')}</devices></domain>"
     steps = [("attach", "shm.xml", shmem_device("hotplugged"))]
-    backend = LibvirtBackend(URI, shm_dir=shm, proc_dir=fake_host.proc)
+    backend = LibvirtBackend(URI, shm_dir=shm, proc_dir=fake_host.proc, journal_dir=fake_host.journals)
     try:
         assert backend.run(make_case("attach-live", started, steps), "q35").failure is None
         assert {"guest a", "hotplugged"} <= {path.name for path in shm.iterdir()}  # the fake QEMU made them
@@ -810,7 +811,7 @@ def test_shared_memory_outside_the_folder_or_of_a_remote_host_is_never_removed(
     (fake_host.shm / "link").symlink_to(tmp_path / "outside" / "target")  # dangling: QEMU creates the target
     started = f"<domain><devices>{MIN}{shmem_device('link')}{shmem_device('remote')}</devices></domain>"
     steps = [("attach", "escape.xml", shmem_device("../escaped"))]
-    backend = LibvirtBackend(URI, shm_dir=fake_host.shm, proc_dir=fake_host.proc)
+    backend = LibvirtBackend(URI, shm_dir=fake_host.shm, proc_dir=fake_host.proc, journal_dir=fake_host.journals)
     try:
         assert backend.run(make_case("attach-live", started, steps), "q35").failure is None
     finally:
@@ -819,7 +820,9 @@ def test_shared_memory_outside_the_folder_or_of_a_remote_host_is_never_removed(
     assert (fake_host.shm / "link").is_symlink()
     assert (tmp_path / "escaped").is_file()
     assert not (fake_host.shm / "remote").exists()  # removed: the same run, a plain name
-    remote = LibvirtBackend("qemu+ssh://root@lab1/system", shm_dir=fake_host.shm, proc_dir=fake_host.proc)
+    remote = LibvirtBackend(
+        "qemu+ssh://root@lab1/system", shm_dir=fake_host.shm, proc_dir=fake_host.proc, journal_dir=fake_host.journals
+    )
     try:
         assert remote.run(make_case("attach-live", started, steps), "q35").failure is None
     finally:
@@ -858,10 +861,10 @@ def test_a_real_live_guest_leaves_no_shared_memory_file_of_its_own(make_case: Ca
 
 
 def test_a_killed_runs_shared_memory_files_go_when_the_next_backend_starts(
-    fake_host: FakeHost, make_case: Callable[..., Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_host: FakeHost, make_case: Callable[..., Case], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The journal's path through the backend: written while a case runs, swept at the next start."""
-    journals, shm = tmp_path / "journals", fake_host.shm
+    journals, shm = fake_host.journals, fake_host.shm
     (shm / "existing").write_text("made before")
     started = f"<domain><devices>{MIN}{shmem_device('guest a')}{shmem_device('existing')}</devices></domain>"
     steps = [("attach", "shm.xml", shmem_device("hotplugged"))]
