@@ -453,10 +453,7 @@ class SharedMemory:
 
 def _regular_file(path: Path) -> bool:
     """True if ``path`` itself (not what a link points to) is a regular file."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
+    return _file_id(path) is not None
 
 
 def _file_id(path: Path) -> FileId | None:
