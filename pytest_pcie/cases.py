@@ -11,6 +11,7 @@ rule the case pins and what to do with the input::
         { attach = "nic.xml" },
     ]
     expect-error = "No more available PCI slots"   # optional, see Case.expect_error
+    # or, where libvirt's wording changed: { "9.0.0" = "old text", "11.3.0" = "new text" }
     rules = ["policy.live-attach-never-adds"]      # optional: ids from rules.toml this case pins
 
 Everything a user can get wrong is reported as a :class:`CaseError` naming the file and the fix, so
@@ -28,6 +29,7 @@ from pathlib import Path
 from lxml import etree
 
 from pytest_pcie.machines import MACHINE_FAMILIES
+from pytest_pcie.versions import BASE_VERSION, Version, VersionError, applicable
 
 CASE_FILE = "case.toml"
 INPUT_FILE = "input.xml"
@@ -93,7 +95,9 @@ class Case:
     ``case_id`` is the folder's path relative to the cases root, with ``/`` separators
     (``q35/no-controllers-adds-spare-port``); goldens live at ``<goldens>/<case_id>/<machine>.xml``.
     ``expect_error``, when set, states the author's intent independently of the golden: the run must
-    fail and libvirt's message must contain this text.
+    fail and libvirt's message must contain this text.  ``expect_error_changes`` holds the texts of
+    later libvirt versions that word the message differently, read "from this version on"; use
+    :meth:`expect_error_for` to get the one a version must print.
     """
 
     folder: Path
@@ -105,6 +109,15 @@ class Case:
     steps: tuple[Step, ...]
     expect_error: str | None
     rules: tuple[str, ...] = ()
+    expect_error_changes: tuple[tuple[Version, str], ...] = ()
+
+    def expect_error_for(self, version: Version, base: Version = BASE_VERSION) -> str | None:
+        """The text libvirt ``version``'s message must contain, or None if the run need not fail."""
+        texts: dict[Version, str] = dict(self.expect_error_changes)
+        if self.expect_error is not None:
+            texts[base] = self.expect_error
+        found = applicable(texts, version)
+        return None if found is None else found[1]
 
 
 def load_case(folder: Path, root: Path) -> Case:
@@ -131,16 +144,17 @@ def load_case(folder: Path, root: Path) -> Case:
     machines = _read_machines(data, toml_path)
     input_xml = read_xml_file(input_path, root_tag="domain")
     steps = _read_steps(data, operation, folder, toml_path)
-    expect_error = data.get("expect-error")
-    if expect_error is not None and (not isinstance(expect_error, str) or not expect_error):
-        raise CaseError(toml_path, "'expect-error' must be a non-empty string (text libvirt's message contains)")
+    expect_error, expect_error_changes = _read_expect_error(data.get("expect-error"), toml_path)
 
     rules = data.get("rules", [])
     if not isinstance(rules, list) or not all(isinstance(rule, str) and rule for rule in rules):
         raise CaseError(toml_path, "'rules' must be a list of rule ids from rules.toml, e.g. [\"policy.spare-port\"]")
 
     case_id = folder.relative_to(root).as_posix()
-    return Case(folder, case_id, description, machines, operation, input_xml, steps, expect_error, tuple(rules))
+    return Case(
+        folder, case_id, description, machines, operation, input_xml, steps, expect_error, tuple(rules),
+        expect_error_changes,
+    )
 
 
 def find_case_folders(root: Path) -> Iterator[Path]:
@@ -169,6 +183,29 @@ def _require_str(data: dict[str, object], key: str, path: Path) -> str:
     if not isinstance(value, str) or not value.strip():
         raise CaseError(path, f"'{key}' must be a non-empty string")
     return value.strip()
+
+
+def _read_expect_error(raw: object, path: Path) -> tuple[str | None, tuple[tuple[Version, str], ...]]:
+    """``expect-error``: one text for every version, or a table of texts keyed by the version they
+    hold from; returns the base version's text and the later versions' ones."""
+    if raw is None:
+        return None, ()
+    if isinstance(raw, str) and raw:
+        return raw, ()
+    shape = "'expect-error' must be a non-empty string (text libvirt's message contains)"
+    if not isinstance(raw, dict) or not raw:
+        raise CaseError(path, f"{shape} or a table of them by version, e.g. {{ \"9.0.0\" = \"...\" }}")
+    texts: dict[Version, str] = {}
+    for spelled, text in raw.items():
+        try:
+            version = Version.parse(spelled)
+        except VersionError as exc:
+            raise CaseError(path, f"'expect-error' key {exc}") from None
+        if not isinstance(text, str) or not text:
+            raise CaseError(path, f"'expect-error' for {version}: {shape}")
+        texts[version] = text
+    base_text = texts.pop(BASE_VERSION, None)
+    return base_text, tuple(sorted(texts.items()))
 
 
 def _read_operation(data: dict[str, object], path: Path) -> Operation:

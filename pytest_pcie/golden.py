@@ -24,8 +24,10 @@ from xmldiff import main as xmldiff_main
 
 from pytest_pcie.normalise import DEVICES_TAG, FAILURE_TAG
 from pytest_pcie.tree import render_tree, summary_line
+from pytest_pcie.versions import BASE_VERSION, Version, VersionError, applicable
 
 GOLDEN_SUFFIX = ".xml"
+VERSION_MARK = "@"  # golden/<case>/q35@11.3.0.xml: what q35 gives from libvirt 11.3.0 on
 MAX_EXPLANATION_LINES = 40
 MAX_TREE_LINES = 40
 _PARSER = etree.XMLParser(remove_blank_text=True, remove_comments=True)
@@ -41,11 +43,62 @@ class UpdateStatus(Enum):
     CREATED = "created"
     CHANGED = "changed"
     UNCHANGED = "unchanged"
+    REMOVED = "removed"  # a version's override that now says what the version inherits anyway
 
 
-def golden_path(goldens_root: Path, case_id: str, machine: str) -> Path:
-    """Where the golden of ``case_id`` on ``machine`` lives: ``<goldens>/<case id>/<machine>.xml``."""
-    return goldens_root / case_id / f"{machine}{GOLDEN_SUFFIX}"
+def golden_path(
+    goldens_root: Path, case_id: str, machine: str, version: Version | None = None, base: Version = BASE_VERSION
+) -> Path:
+    """The file holding what ``version`` gives for ``case_id`` on ``machine``.
+
+    The corpus's base version (and None) writes the plain ``<goldens>/<case id>/<machine>.xml``;
+    any other version its override ``<machine>@<version>.xml``.
+    """
+    if version is None or version == base:
+        return goldens_root / case_id / f"{machine}{GOLDEN_SUFFIX}"
+    return goldens_root / case_id / f"{machine}{VERSION_MARK}{version}{GOLDEN_SUFFIX}"
+
+
+def golden_versions(
+    goldens_root: Path, case_id: str, machine: str, base: Version = BASE_VERSION
+) -> dict[Version, Path]:
+    """Every golden of ``case_id`` on ``machine``, keyed by the version it holds from.
+
+    An override whose name does not spell a version is a :class:`GoldenError`, not a file quietly
+    ignored: a typo there would make a version silently inherit an older answer.
+    """
+    folder = goldens_root / case_id
+    found: dict[Version, Path] = {}
+    plain = folder / f"{machine}{GOLDEN_SUFFIX}"
+    if plain.is_file():
+        found[base] = plain
+    for path in sorted(folder.glob(f"{machine}{VERSION_MARK}*{GOLDEN_SUFFIX}")):
+        found[_override_version(path)] = path
+    return found
+
+
+def _override_version(path: Path) -> Version:
+    spelled = path.name[: -len(GOLDEN_SUFFIX)].split(VERSION_MARK, 1)[1]
+    try:
+        return Version.parse(spelled)
+    except VersionError as exc:
+        raise GoldenError(f"{path}: {exc}; name overrides <machine>{VERSION_MARK}<version>.xml") from None
+
+
+def resolve_golden(
+    goldens_root: Path, case_id: str, machine: str, version: Version, base: Version = BASE_VERSION
+) -> tuple[Version, Path] | None:
+    """The golden that holds for ``version``: its newest override not newer than it, else the plain
+    golden; None when there is none that old."""
+    return applicable(golden_versions(goldens_root, case_id, machine, base), version)
+
+
+def golden_key(goldens_root: Path, path: Path) -> str:
+    """The (case, machine) a golden file belongs to, whatever version it holds for:
+    ``devices/x/q35@11.3.0.xml`` → ``devices/x/q35.xml``."""
+    relative = path.relative_to(goldens_root)
+    stem = relative.name[: -len(GOLDEN_SUFFIX)].split(VERSION_MARK, 1)[0]
+    return relative.with_name(f"{stem}{GOLDEN_SUFFIX}").as_posix()
 
 
 def find_goldens(goldens_root: Path) -> Iterator[Path]:
@@ -86,11 +139,8 @@ def update_golden(path: Path, document: etree._Element) -> UpdateStatus:
     """
     status = UpdateStatus.CREATED
     if path.is_file():
-        try:
-            if canonical_text(read_golden(path)) == canonical_text(document):
-                return UpdateStatus.UNCHANGED
-        except GoldenError:
-            pass
+        if _same(path, document):
+            return UpdateStatus.UNCHANGED
         status = UpdateStatus.CHANGED
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -102,6 +152,38 @@ def update_golden(path: Path, document: etree._Element) -> UpdateStatus:
         Path(temporary).unlink(missing_ok=True)
         raise
     return status
+
+
+def update_versioned_golden(
+    goldens_root: Path,
+    case_id: str,
+    machine: str,
+    version: Version,
+    document: etree._Element,
+    base: Version = BASE_VERSION,
+) -> tuple[UpdateStatus, Path]:
+    """Record that ``version`` gives ``document``, touching only ``version``'s own file.
+
+    An override is written only where ``document`` differs from what ``version`` would inherit
+    from an older golden; an override that no longer differs is removed, so the corpus keeps
+    saying each difference once.
+    """
+    own = golden_path(goldens_root, case_id, machine, version, base)
+    older = {key: path for key, path in golden_versions(goldens_root, case_id, machine, base).items() if key < version}
+    inherited = applicable(older, version)
+    if inherited is not None and _same(inherited[1], document):
+        if own.is_file():
+            own.unlink()
+            return UpdateStatus.REMOVED, own
+        return UpdateStatus.UNCHANGED, own
+    return update_golden(own, document), own
+
+
+def _same(path: Path, document: etree._Element) -> bool:
+    try:
+        return canonical_text(read_golden(path)) == canonical_text(document)
+    except GoldenError:
+        return False
 
 
 # --- explaining a mismatch -------------------------------------------------------------------------

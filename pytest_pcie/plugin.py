@@ -9,7 +9,7 @@ knowledge lives elsewhere: :mod:`pytest_pcie.cases` reads folders, the backend r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,25 @@ from pytest_pcie.backends import (
     backend_names,
     create_backend,
 )
+from pytest_pcie.backends.base import backend_version
 from pytest_pcie.cases import CASE_FILE, INPUT_FILE, Case, CaseError, load_case
 from pytest_pcie.divergences import Divergence, DivergenceError, load_divergences
 from pytest_pcie.normalise import normalise
+from pytest_pcie.outcome import Outcome
+from pytest_pcie.upgrade import compare_stored
+from pytest_pcie.versions import BASE_VERSION, Version
 
-OPTION_DESTS = ("pcie_backend", "pcie_update_goldens", "pcie_prune_goldens", "pcie_libvirt_uri", "pcie_diff_dir")
+OPTION_DESTS = (
+    "pcie_backend",
+    "pcie_update_goldens",
+    "pcie_prune_goldens",
+    "pcie_libvirt_uri",
+    "pcie_diff_dir",
+    "pcie_upgrade",
+)
 WORKER_OUTPUT_KEY = "pcie"
 INCOMPLETE_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
-WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED)
+WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED, golden.UpdateStatus.REMOVED)
 TRUSTED_BACKEND = "libvirt"  # a golden is the truth only once real libvirt agrees with it
 
 
@@ -61,9 +72,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--pcie-libvirt-uri",
         dest="pcie_libvirt_uri",
+        action="append",
         default=None,
         metavar="URI",
-        help=f"libvirt connection the libvirt backend uses; default {DEFAULT_LIBVIRT_URI}",
+        help=f"libvirt connection the libvirt backend uses; default {DEFAULT_LIBVIRT_URI}. Give it several "
+        "times to run every case against each (test ids then end in @<libvirt version>)",
+    )
+    group.addoption(
+        "--pcie-upgrade",
+        dest="pcie_upgrade",
+        default=None,
+        metavar="FROM_URI",
+        help="upgrade check instead of goldens: run each case on the libvirt at FROM_URI, define what it "
+        "stored unchanged on each --pcie-libvirt-uri in turn, and fail if any device or controller moves",
     )
     group.addoption(
         "--pcie-diff-dir",
@@ -86,10 +107,11 @@ class Settings:
     goldens_root: Path
     divergences_file: Path | None
     backend_name: str
-    libvirt_uri: str
+    libvirt_uris: tuple[str, ...]
     update: bool
     prune: bool
     diff_dir: Path | None = None
+    upgrade_from: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -104,15 +126,40 @@ class Settings:
             goldens_root=(root / str(config.getini("pcie_goldens") or "golden")).resolve(),
             divergences_file=(root / divergences).resolve() if divergences else None,
             backend_name=config.getoption("pcie_backend") or DEFAULT_BACKEND,
-            libvirt_uri=config.getoption("pcie_libvirt_uri") or DEFAULT_LIBVIRT_URI,
+            libvirt_uris=tuple(dict.fromkeys(config.getoption("pcie_libvirt_uri") or [DEFAULT_LIBVIRT_URI])),
             update=bool(config.getoption("pcie_update_goldens")),
             prune=bool(config.getoption("pcie_prune_goldens")),
             diff_dir=(config.invocation_params.dir / diff_dir).resolve() if diff_dir else None,
+            upgrade_from=config.getoption("pcie_upgrade"),
         )
 
 
 class PcieFailure(Exception):
     """A case did not give what its golden or its expect-error says; ``str()`` is the whole report."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backend a run compares with goldens; ``label`` ends the test ids when there are several."""
+
+    label: str
+    backend: Backend
+
+    @property
+    def version(self) -> Version:
+        return backend_version(self.backend)
+
+
+def target_labels(versions: list[str]) -> list[str]:
+    """Test-id labels for several targets: their libvirt versions, numbered where two are equal;
+    none for a run with a single target, whose ids stay ``case[machine]``."""
+    if len(versions) < 2:
+        return [""] * len(versions)
+    labels = []
+    for position, version in enumerate(versions):
+        repeat = versions[:position].count(version)
+        labels.append(version if repeat == 0 else f"{version}#{repeat + 1}")
+    return labels
 
 
 _SESSION_KEY = pytest.StashKey["PcieSession"]()
@@ -147,15 +194,20 @@ def pcie_backend(pytestconfig: pytest.Config) -> Backend:
     return pytestconfig.stash[_SESSION_KEY].get_backend()
 
 
+def _create(name: str, uri: str) -> Backend:
+    return create_backend(name, BackendSettings(libvirt_uri=uri))
+
+
 @dataclass(eq=False)  # registered as a plugin, so it must stay hashable
 class PcieSession:
     """Per-session state: the backend, the known divergences, and what updating wrote."""
 
     config: pytest.Config
     settings: Settings
-    backend: Backend | None = None
+    targets: list[Target] = field(default_factory=list)
+    origin: Backend | None = None  # --pcie-upgrade: the older libvirt whose stored XML is upgraded
     unavailable: str | None = None
-    header: str = ""  # the backend's header line, kept after close() for the xdist controller
+    headers: list[str] = field(default_factory=list)  # kept after close() for the xdist controller
     divergences: list[Divergence] = field(default_factory=list)
     updates: dict[str, str] = field(default_factory=dict)  # golden path -> UpdateStatus value
     expected_goldens: set[str] = field(default_factory=set)
@@ -163,6 +215,7 @@ class PcieSession:
     orphans: list[str] = field(default_factory=list)
     prune_refused: bool = False  # --pcie-prune-goldens on a run that does not see every case
     worker_headers: set[str] = field(default_factory=set)  # on the xdist controller: what workers ran
+    upgrade_added: dict[str, list[str]] = field(default_factory=dict)  # test id -> devices an upgrade added
 
     @property
     def is_worker(self) -> bool:
@@ -174,18 +227,57 @@ class PcieSession:
 
     # --- backend lifetime -------------------------------------------------------------------------
 
-    def get_backend(self) -> Backend:
-        """The backend, created on first use; unavailable backends fail with their one line."""
-        if self.backend is None and self.unavailable is None:
+    def get_targets(self) -> list[Target]:
+        """The backends, one per URI, created on first use; if any is unavailable, the run fails
+        with its one line (and the others are closed again)."""
+        if not self.targets and self.unavailable is None:
             try:
-                settings = BackendSettings(libvirt_uri=self.settings.libvirt_uri)
-                self.backend = create_backend(self.settings.backend_name, settings)
-                self.header = self.backend.header()
+                self._create_targets()
             except BackendUnavailable as exc:
+                self.close_backend()
                 self.unavailable = f"pcie backend {self.settings.backend_name!r} is unavailable: {exc}"
-        if self.backend is None:
+        if not self.targets:
             raise PcieFailure(self.unavailable)
-        return self.backend
+        return self.targets
+
+    def _create_targets(self) -> None:
+        name, settings = self.settings.backend_name, self.settings
+        if settings.upgrade_from is not None:
+            if name != TRUSTED_BACKEND:
+                raise BackendUnavailable(f"--pcie-upgrade compares real daemons: use --pcie-backend={TRUSTED_BACKEND}")
+            self.origin = _create(name, settings.upgrade_from)
+            self.headers.append(f"upgrade from: {self.origin.header()}")
+        for uri in settings.libvirt_uris:
+            # Each backend joins the targets at once, so close_backend reaches it if a later one fails.
+            self.targets.append(Target("", _create(name, uri)))
+            self.headers.append(self.targets[-1].backend.header())
+            self._check_version(self.targets[-1], uri)
+        labels = target_labels([str(target.version) for target in self.targets])
+        self.targets = [replace(target, label=label) for target, label in zip(self.targets, labels, strict=True)]
+
+    def _check_version(self, target: Target, uri: str) -> None:
+        version = target.version
+        if version < BASE_VERSION:
+            raise BackendUnavailable(
+                f"libvirt {version} at {uri} is older than every golden (the corpus starts at {BASE_VERSION})"
+            )
+
+    def target_labels(self) -> list[str]:
+        """The test-id label of each target, before any backend exists if need be (an xdist worker
+        whose backend is unavailable still collects: its first case then fails with the reason)."""
+        if self.targets:
+            return [target.label for target in self.targets]
+        return target_labels(list(self.settings.libvirt_uris))
+
+    def upgrade_chain_label(self) -> str:
+        """``9.0.0>11.3.0>12.8.0``: the versions an upgrade item passes through, for its test id."""
+        if self.origin is None or not self.targets:
+            return ">".join([str(self.settings.upgrade_from), *self.settings.libvirt_uris])
+        return ">".join(str(v) for v in [backend_version(self.origin), *(t.version for t in self.targets)])
+
+    def get_backend(self) -> Backend:
+        """The first backend: what the ``pcie_backend`` fixture hands tests."""
+        return self.get_targets()[0].backend
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -200,7 +292,7 @@ class PcieSession:
         if self.is_controller:
             return
         try:
-            self.get_backend()
+            self.get_targets()
         except PcieFailure as exc:
             if not self.is_worker:
                 raise pytest.UsageError(str(exc)) from None
@@ -218,15 +310,17 @@ class PcieSession:
             output[WORKER_OUTPUT_KEY] = {
                 "updates": self.updates,
                 "expected": sorted(self.expected_goldens),
-                "header": self.header,
+                "headers": self.headers,
+                "upgrade_added": self.upgrade_added,
             }
 
     def pytest_unconfigure(self) -> None:
         self.close_backend()  # a run that never reached sessionfinish (internal error) still closes
 
     def close_backend(self) -> None:
-        backend, self.backend = self.backend, None
-        if backend is not None:
+        backends = [target.backend for target in self.targets] + ([self.origin] if self.origin else [])
+        self.targets, self.origin = [], None
+        for backend in backends:
             backend.close()
 
     # --- header ------------------------------------------------------------------------------------
@@ -234,8 +328,8 @@ class PcieSession:
     def pytest_report_header(self) -> list[str]:
         if not self.settings.enabled:
             return []
-        line = self.header or f"pcie backend: {self.settings.backend_name} (one per xdist worker)"
-        lines = [line, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
+        lines = self.headers or [f"pcie backend: {self.settings.backend_name} (one per xdist worker)"]
+        lines = [*lines, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
         if self.known_divergences:
             lines.append(f"pcie known divergences for {self.settings.backend_name}: {len(self.known_divergences)}")
         return lines
@@ -264,7 +358,7 @@ class PcieSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         known = self.known_divergences
         for item in items:
-            if not isinstance(item, CaseItem):
+            if not isinstance(item, _CaseOnMachine):
                 continue
             self.expected_goldens.add(item.golden_key)
             item.divergence = known.get((item.case.case_id, item.machine))
@@ -276,8 +370,8 @@ class PcieSession:
         """On the xdist controller: take in what one worker updated, produced and ran."""
         self.updates.update(output["updates"])
         self.expected_goldens.update(output["expected"])
-        if output["header"]:
-            self.worker_headers.add(output["header"])
+        self.worker_headers.update(output["headers"])
+        self.upgrade_added.update(output["upgrade_added"])
 
     # --- goldens at the end ----------------------------------------------------------------------------
 
@@ -290,7 +384,8 @@ class PcieSession:
             return
         root = self.settings.goldens_root
         produced = self.expected_goldens
-        self.orphans = [str(path) for path in golden.find_goldens(root) if _golden_key(root, path) not in produced]
+        found = golden.find_goldens(root)
+        self.orphans = [str(path) for path in found if golden.golden_key(root, path) not in produced]
         if self.settings.prune:
             for orphan in self.orphans:
                 Path(orphan).unlink()
@@ -345,6 +440,10 @@ class PcieSession:
                 write(f"  {verb}: {self.shown(orphan)}")
             if not self.settings.prune:
                 write("delete them with --pcie-prune-goldens (on a full run)")
+        if self.upgrade_added:
+            terminalreporter.section("pcie upgrade: devices a newer libvirt added (allowed, in free slots)")
+            for test_id, added in sorted(self.upgrade_added.items()):
+                write(f"  {test_id}: {'; '.join(added)}")
         if self.prune_refused:
             write("pcie: --pcie-prune-goldens deleted nothing: only a full run (no path, -k, -m or --lf selection) may")
 
@@ -354,10 +453,6 @@ class PcieSession:
             return str(Path(path).relative_to(self.config.rootpath))
         except ValueError:
             return path
-
-
-def _golden_key(root: Path, path: Path) -> str:
-    return path.relative_to(root).as_posix()
 
 
 class CaseFile(pytest.File):
@@ -373,13 +468,19 @@ class CaseFile(pytest.File):
             case = load_case(self.path.parent, settings.cases_root)
         except CaseError as exc:
             raise self.CollectError(str(exc)) from None
+        labels = self.pcie.target_labels()
         for machine in case.machines:
-            name = f"{case.case_id}[{machine}]"
-            yield CaseItem.from_parent(self, name=name, case=case, machine=machine)
+            if settings.upgrade_from is not None:
+                name = f"{case.case_id}[{machine} upgrade {self.pcie.upgrade_chain_label()}]"
+                yield UpgradeItem.from_parent(self, name=name, case=case, machine=machine)
+                continue
+            for position, label in enumerate(labels):
+                name = f"{case.case_id}[{machine}{'@' + label if label else ''}]"
+                yield CaseItem.from_parent(self, name=name, case=case, machine=machine, target=position)
 
 
-class CaseItem(pytest.Item):
-    """One case on one machine: run it, check expect-error, compare (or update) the golden."""
+class _CaseOnMachine(pytest.Item):
+    """What every item of a case on one machine shares: the case, the session, the report shape."""
 
     def __init__(self, *, case: Case, machine: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -393,79 +494,17 @@ class CaseItem(pytest.Item):
         return self.config.stash[_SESSION_KEY]
 
     @property
-    def golden_file(self) -> Path:
-        return golden.golden_path(self.pcie.settings.goldens_root, self.case.case_id, self.machine)
-
-    @property
     def golden_key(self) -> str:
-        return _golden_key(self.pcie.settings.goldens_root, self.golden_file)
+        """The (case, machine) this item's goldens belong to, whatever the version."""
+        root = self.pcie.settings.goldens_root
+        return golden.golden_key(root, golden.golden_path(root, self.case.case_id, self.machine))
 
-    def runtest(self) -> None:
+    def _targets(self) -> list[Target]:
         try:
-            backend = self.pcie.get_backend()
+            return self.pcie.get_targets()
         except PcieFailure:
             self.session.shouldstop = self.pcie.unavailable or True
             raise
-        outcome = backend.run(self.case, self.machine)
-        document = normalise(outcome, self.machine)
-        problems = self._expect_error_problems(outcome.failure.message if outcome.failure else None)
-        if self.pcie.settings.update and self.divergence is None:
-            status = golden.update_golden(self.golden_file, document)
-            self.pcie.updates[str(self.golden_file)] = status.value
-        else:
-            problems += self._golden_problems(document)
-        if problems:
-            raise PcieFailure("\n".join(problems + self._write_diff(document, problems)))
-
-    def _write_diff(self, actual: etree._Element, problems: list[str]) -> list[str]:
-        """Pictures for --pcie-diff-dir; a known divergence (xfail) needs no attention, so gets none.
-
-        Returns a line for the report when the pictures cannot be written: the verdict stands either way.
-        """
-        diff_dir = self.pcie.settings.diff_dir
-        if diff_dir is None or self.divergence is not None:
-            return []
-        try:
-            expected = golden.read_golden(self.golden_file) if self.golden_file.is_file() else None
-        except golden.GoldenError:
-            expected = None
-        backend = self.pcie.settings.backend_name
-        try:
-            diffdir.write_diff(diff_dir, self.case.case_id, self.machine, expected, actual, problems, backend)
-        except OSError as exc:
-            return [f"--pcie-diff-dir: cannot write to {diff_dir} ({exc.strerror}); pass a writable folder"]
-        return []
-
-    def _expect_error_problems(self, message: str | None) -> list[str]:
-        wanted = self.case.expect_error
-        if wanted is None or (message is not None and wanted in message):
-            return []
-        got = "the run succeeded" if message is None else f"it failed with: {message}"
-        return [f"case.toml says expect-error = {wanted!r}, but {got}"]
-
-    def _golden_problems(self, actual: etree._Element) -> list[str]:
-        path = self.golden_file
-        shown = self.pcie.shown(str(path))
-        if not path.is_file():
-            return [
-                f"no golden {shown}; create it from real libvirt with "
-                f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
-            ]
-        try:
-            expected = golden.read_golden(path)
-        except golden.GoldenError as exc:
-            return [str(exc)]
-        if golden.canonical_text(expected) == golden.canonical_text(actual):
-            return []
-        lines = [
-            f"{self.case.case_id} on {self.machine} differs from {shown}:",
-            *golden.describe_mismatch(expected, actual),
-        ]
-        lines.append(
-            "if real libvirt agrees with the actual result: "
-            f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
-        )
-        return lines
 
     def repr_failure(
         self,
@@ -478,3 +517,119 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
+
+
+class CaseItem(_CaseOnMachine):
+    """One case on one machine and one backend: run it, check expect-error, compare (or update) the
+    golden that holds for the backend's libvirt version."""
+
+    def __init__(self, *, target: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+
+    def runtest(self) -> None:
+        target = self._targets()[self.target]
+        outcome = target.backend.run(self.case, self.machine)
+        document = normalise(outcome, self.machine)
+        version = target.version
+        problems = self._expect_error_problems(outcome.failure.message if outcome.failure else None, version)
+        if self.pcie.settings.update and self.divergence is None:
+            root = self.pcie.settings.goldens_root
+            status, path = golden.update_versioned_golden(root, self.case.case_id, self.machine, version, document)
+            self.pcie.updates[str(path)] = status.value
+        else:
+            problems += self._golden_problems(document, version)
+        if problems:
+            raise PcieFailure("\n".join(problems + self._write_diff(document, problems, version)))
+
+    def _golden_for(self, version: Version) -> Path | None:
+        found = golden.resolve_golden(self.pcie.settings.goldens_root, self.case.case_id, self.machine, version)
+        return None if found is None else found[1]
+
+    def _write_diff(self, actual: etree._Element, problems: list[str], version: Version) -> list[str]:
+        """Pictures for --pcie-diff-dir; a known divergence (xfail) needs no attention, so gets none.
+
+        Returns a line for the report when the pictures cannot be written: the verdict stands either way.
+        """
+        diff_dir = self.pcie.settings.diff_dir
+        if diff_dir is None or self.divergence is not None:
+            return []
+        try:
+            path = self._golden_for(version)
+            expected = golden.read_golden(path) if path is not None else None
+        except golden.GoldenError:
+            expected = None
+        backend = self.pcie.settings.backend_name
+        try:
+            diffdir.write_diff(diff_dir, self.case.case_id, self.machine, expected, actual, problems, backend)
+        except OSError as exc:
+            return [f"--pcie-diff-dir: cannot write to {diff_dir} ({exc.strerror}); pass a writable folder"]
+        return []
+
+    def _expect_error_problems(self, message: str | None, version: Version) -> list[str]:
+        wanted = self.case.expect_error_for(version)
+        if wanted is None or (message is not None and wanted in message):
+            return []
+        got = "the run succeeded" if message is None else f"it failed with: {message}"
+        return [f"case.toml says expect-error = {wanted!r} for libvirt {version}, but {got}"]
+
+    def _golden_problems(self, actual: etree._Element, version: Version) -> list[str]:
+        update_hint = f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
+        try:
+            path = self._golden_for(version)
+        except golden.GoldenError as exc:
+            return [str(exc)]
+        if path is None:
+            wanted = golden.golden_path(self.pcie.settings.goldens_root, self.case.case_id, self.machine, version)
+            return [
+                f"no golden for libvirt {version}: {self.pcie.shown(str(wanted))} (or one of an older version) "
+                f"is missing; create it from real libvirt {version} with {update_hint}"
+            ]
+        shown = self.pcie.shown(str(path))
+        try:
+            expected = golden.read_golden(path)
+        except golden.GoldenError as exc:
+            return [str(exc)]
+        if golden.canonical_text(expected) == golden.canonical_text(actual):
+            return []
+        lines = [
+            f"{self.case.case_id} on {self.machine} with libvirt {version} differs from {shown}:",
+            *golden.describe_mismatch(expected, actual),
+        ]
+        lines.append(f"if real libvirt {version} agrees with the actual result: {update_hint}")
+        return lines
+
+
+class UpgradeItem(_CaseOnMachine):
+    """One case on one machine under ``--pcie-upgrade``: what the older libvirt stored must come
+    back from each newer one with every device and controller where it was."""
+
+    def runtest(self) -> None:
+        targets = self._targets()
+        origin = self.pcie.origin
+        assert origin is not None
+        outcome = origin.run(self.case, self.machine)
+        previous = backend_version(origin)
+        if outcome.domain_xml is None:
+            pytest.skip(f"libvirt {previous} refuses the define, so it stores nothing to upgrade")
+        stored = outcome.domain_xml
+        problems: list[str] = []
+        added: list[str] = []
+        for target in targets:
+            redefine = getattr(target.backend, "redefine", None)
+            if redefine is None:
+                raise PcieFailure(f"backend {target.backend.name!r} cannot define a stored XML unchanged")
+            answer: Outcome = redefine(stored)
+            hop = f"{previous} -> {target.version}"
+            if answer.domain_xml is None:
+                message = answer.failure.message if answer.failure else "no XML"
+                problems.append(f"{hop}: libvirt {target.version} refuses what {previous} stored: {message}")
+                break
+            for drift in compare_stored(stored, answer.domain_xml, self.machine):
+                (problems if drift.kind.breaks else added).append(f"{hop}: {drift}")
+            stored, previous = answer.domain_xml, target.version
+        if added:
+            self.pcie.upgrade_added[self.nodeid] = added
+        if problems:
+            heading = f"{self.case.case_id} on {self.machine} does not survive the upgrade:"
+            raise PcieFailure("\n".join([heading, *problems]))

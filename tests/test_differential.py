@@ -31,7 +31,10 @@ def test_reference_agrees_with_libvirt_on_random_examples(
     if examples <= 0:
         pytest.skip("differential pass not requested: add --pcie-fuzz-examples N")
     seed: int = config.option.pcie_fuzz_seed
-    uri = config.getoption("pcie_libvirt_uri", default=None) or DEFAULT_URI
+    uris = config.getoption("pcie_libvirt_uri", default=None) or [DEFAULT_URI]
+    if len(uris) > 1:
+        pytest.fail("the differential pass talks to one libvirtd: give --pcie-libvirt-uri once", pytrace=False)
+    uri = uris[0]
     try:
         from pytest_pcie.backends.libvirt import LibvirtBackend
 
@@ -45,14 +48,22 @@ def test_reference_agrees_with_libvirt_on_random_examples(
     options = PassOptions(
         examples=examples, seed=seed, out=out, time_limit=config.option.pcie_fuzz_time_limit, profile=profile
     )
+    reference = ReferenceBackend()
     print(f"pcie-fuzz seed {seed}, profile {profile.name} (replay with --pcie-fuzz-seed {seed})")
     try:
-        result = run_pass(ReferenceBackend(), libvirt, options, say=print)
+        result = run_pass(reference, libvirt, options, say=print)
     finally:
         libvirt.close()
     table = summary_table(result)
     print(table)
     assert result.total.examples > 0, f"no example ran within the time limit (seed {seed})"
+    if not result.all_agreed and libvirt.version != reference.version:
+        # Until the reference has a profile of the daemon's version, drift is a finding to report.
+        pytest.xfail(
+            f"libvirt {libvirt.version} disagrees with the reference model of {reference.version} on "
+            f"{result.total.disagreed} of {result.total.examples} examples "
+            f"(seed {seed}): version drift, reported, not failed"
+        )
     if not result.all_agreed:
         folders = "\n".join(f"  {folder}" for folder in result.written.values()) or "  (none written)"
         pytest.fail(

@@ -712,6 +712,12 @@ class FakeConnection:
     def getVersion(self) -> int:
         return 7_002_000
 
+    def getLibVersion(self) -> int:
+        return 9_000_000
+
+    def getHostname(self) -> str:
+        return "fake-host"
+
     def isAlive(self) -> bool:
         return True
 

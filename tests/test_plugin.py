@@ -263,8 +263,8 @@ def test_missing_golden_fails_with_the_update_hint(project: Project) -> None:
     result = project.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*no golden golden/q35/a/q35.xml; create it from real libvirt with "
-         "pytest --pcie-backend=libvirt --pcie-update-goldens cases/q35/a"]
+        ["*no golden for libvirt 9.0.0: golden/q35/a/q35.xml (or one of an older version) is missing; "
+         "create it from real libvirt 9.0.0 with pytest --pcie-backend=libvirt --pcie-update-goldens cases/q35/a"]
     )  # fmt: skip
 
 
@@ -274,7 +274,8 @@ def test_update_reports_created_changed_unchanged_and_writes_only_changes(projec
     first = project.run("--pcie-update-goldens")
     first.assert_outcomes(passed=3)
     first.stdout.fnmatch_lines(
-        ["*pcie goldens updated*", "goldens: 3 created, 0 changed, 0 unchanged", "  created: golden/q35/a/q35.xml",
+        ["*pcie goldens updated*", "goldens: 3 created, 0 changed, 0 unchanged, 0 removed",
+         "  created: golden/q35/a/q35.xml",
          "*review them before committing: git diff golden/",
          "written by backend 'fake': confirm with --pcie-backend=libvirt"]
     )  # fmt: skip
@@ -287,11 +288,13 @@ def test_update_reports_created_changed_unchanged_and_writes_only_changes(projec
     stamp = golden_a.stat().st_mtime_ns
     (folder_b / "fake-output.xml").write_text(domain(nic_bus=2))
     second = project.run("--pcie-update-goldens")
-    second.stdout.fnmatch_lines(["goldens: 0 created, 2 changed, 1 unchanged", "  changed: golden/q35/b/pc.xml"])
+    second.stdout.fnmatch_lines(
+        ["goldens: 0 created, 2 changed, 1 unchanged, 0 removed", "  changed: golden/q35/b/pc.xml"]
+    )
     assert golden_a.stat().st_mtime_ns == stamp  # unchanged goldens are not rewritten
     (folder_b / "fake-output.xml").write_text(domain(nic_bus=2))
     quiet = project.run("--pcie-update-goldens")
-    quiet.stdout.fnmatch_lines(["goldens: 0 created, 0 changed, 3 unchanged"])
+    quiet.stdout.fnmatch_lines(["goldens: 0 created, 0 changed, 3 unchanged, 0 removed"])
     assert "review them" not in quiet.stdout.str() and "written by backend" not in quiet.stdout.str()
     assert not list((project.root / "golden").rglob("*.tmp"))
     project.run().assert_outcomes(passed=3)
@@ -317,7 +320,7 @@ def test_a_mismatch_is_explained_per_device_with_trees(project: Project) -> None
     result.stdout.fnmatch_lines(
         [
             "*_ q35/a[[]q35[]] _*",
-            "q35/a on q35 differs from golden/q35/a/q35.xml:",
+            "q35/a on q35 with libvirt 9.0.0 differs from golden/q35/a/q35.xml:",
             "  controller pci index=2 (pcie-root-port): missing",
             "  interface #1: bus 0x01 expected, got 0x02",
             "expected topology:",
@@ -326,7 +329,7 @@ def test_a_mismatch_is_explained_per_device_with_trees(project: Project) -> None
             "actual topology:",
             "*(devices on buses that do not exist)",
             "*02:00.0 interface user virtio",
-            "if real libvirt agrees with the actual result: pytest --pcie-backend=libvirt"
+            "if real libvirt 9.0.0 agrees with the actual result: pytest --pcie-backend=libvirt"
             " --pcie-update-goldens cases/q35/a",
         ]
     )
@@ -370,7 +373,7 @@ def test_expect_error_passes_when_the_run_fails_with_that_message(project: Proje
 @pytest.mark.parametrize(
     ("failure", "complaint"),
     [
-        (None, "*expect-error = 'No more available PCI slots', but the run succeeded"),
+        (None, "*expect-error = 'No more available PCI slots' for libvirt 9.0.0, but the run succeeded"),
         ("1|attach nic.xml|internal error: something else", "*but it failed with: internal error: something else"),
     ],
 )
@@ -528,7 +531,7 @@ def test_xdist_runs_updates_and_merges_the_summary(project: Project) -> None:
         project.case(f"q35/{name}", machines=("pc", "q35"))
     created = project.run("-n", "2", "--pcie-update-goldens")
     created.assert_outcomes(passed=8)
-    created.stdout.fnmatch_lines(["goldens: 8 created, 0 changed, 0 unchanged"])
+    created.stdout.fnmatch_lines(["goldens: 8 created, 0 changed, 0 unchanged, 0 removed"])
     assert len(project.goldens()) == 8
     orphan = project.root / "golden" / "q35" / "old" / "pc.xml"
     orphan.parent.mkdir()

@@ -48,6 +48,7 @@ from pytest_pcie.backends.shared_memory import JOURNAL_DIR, PROC_DIR, SHM_DIR, S
 from pytest_pcie.cases import Action, Case, Operation
 from pytest_pcie.domain import ARCH, prepare_domain
 from pytest_pcie.outcome import Failure, Outcome
+from pytest_pcie.versions import Version
 
 DEFAULT_URI = "qemu:///system"
 PREPARE_HINT = "start it with `sudo scripts/prepare-host`"
@@ -106,6 +107,11 @@ class LibvirtBackend:
         self._conn = _open(self._libvirt, uri)
         try:
             self.domain_type = pick_domain_type(self._conn, uri)
+            # The daemon's versions, not this process's library: a remote or chroot daemon may be
+            # another release than the libvirt-python that talks to it.
+            self.version = Version.from_number(self._conn.getLibVersion())
+            self.qemu_version = Version.from_number(self._conn.getVersion())
+            self.host = str(self._conn.getHostname())
             self._counter = itertools.count(1)
             self._destroyer = ThreadPoolExecutor(MAX_BACKGROUND_DESTROYS, thread_name_prefix="pcie-destroy")
             self._destroy_conn: Any = None
@@ -123,22 +129,14 @@ class LibvirtBackend:
         return self.owner.session
 
     def header(self) -> str:
-        lib = _version_text(self._libvirt.getVersion())
-        qemu = _version_text(self._conn.getVersion())
-        return f"pcie backend: libvirt {lib}, QEMU {qemu} at {self.uri}, domain type {self.domain_type}"
+        client = Version.from_number(self._libvirt.getVersion())
+        return (
+            f"pcie backend: libvirt {self.version}, QEMU {self.qemu_version} on host {self.host} "
+            f"(client library {client}) at {self.uri}, domain type {self.domain_type}"
+        )
 
     def run(self, case: Case, machine: str) -> Outcome:
-        prepared = prepare_domain(case.input_xml, machine)
-        root = etree.fromstring(prepared.encode("utf-8"))
-        run = _Run(
-            name=f"{NAME_PREFIX}{self.session}-{next(self._counter)}",
-            case_name=root.findtext("name") or "",
-            case_type=root.get("type", "kvm"),
-        )
-        # The marker's time is the domain's own creation time, not the session's: the age rule must
-        # not judge a fresh domain of a long-running session (a fuzzer, a big corpus) as stale.
-        marked = mark_domain(prepared, run.name, self.domain_type, replace(self.owner, created=time.time()))
-        self._collect_finished()
+        run, marked = self._new_run(prepare_domain(case.input_xml, machine))
         try:
             return self._run_steps(case, run, marked)
         except self._libvirt.libvirtError as exc:
@@ -147,6 +145,24 @@ class LibvirtBackend:
         finally:
             with sigint_deferred():
                 self._discard(run.name, background=True, shm_created=run.shm_created)
+
+    def redefine(self, domain_xml: str) -> Outcome:
+        """Define ``domain_xml`` exactly as given and return what libvirt stored, then remove it.
+
+        This is the upgrade check's step: ``domain_xml`` is what another (older) libvirt stored, and
+        the answer shows whether this one keeps every address.  A refusal is the outcome's failure.
+        """
+        run, marked = self._new_run(domain_xml)
+        try:
+            try:
+                domain = self._conn.defineXML(marked)
+            except self._libvirt.libvirtError as exc:
+                return Outcome(None, Failure(0, "define", self._refusal(exc)))
+            run.domain_xml = self._xml(domain, live=False)
+            return self._outcome(run)
+        finally:
+            with sigint_deferred():
+                self._discard(run.name)
 
     def close(self) -> None:
         """Finish background destroys, remove what this session (or an earlier, dead one) left,
@@ -189,6 +205,20 @@ class LibvirtBackend:
         return removed
 
     # ---- one case -------------------------------------------------------------------------------
+
+    def _new_run(self, domain_xml: str) -> tuple[_Run, str]:
+        """A fresh run for ``domain_xml`` and the XML to define: our name, domain type and marker."""
+        root = etree.fromstring(domain_xml.encode("utf-8"))
+        run = _Run(
+            name=f"{NAME_PREFIX}{self.session}-{next(self._counter)}",
+            case_name=root.findtext("name") or "",
+            case_type=root.get("type", "kvm"),
+        )
+        # The marker's time is the domain's own creation time, not the session's: the age rule must
+        # not judge a fresh domain of a long-running session (a fuzzer, a big corpus) as stale.
+        marked = mark_domain(domain_xml, run.name, self.domain_type, replace(self.owner, created=time.time()))
+        self._collect_finished()
+        return run, marked
 
     def _run_steps(self, case: Case, run: _Run, marked_xml: str) -> Outcome:
         try:
@@ -421,10 +451,6 @@ def _with_namespace(text: str) -> str:
     for key, value in root.attrib.items():
         element.set(key, value)
     return etree.tostring(element, encoding="unicode")
-
-
-def _version_text(number: int) -> str:
-    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -6,12 +6,14 @@ from pytest_pcie import reference
 from pytest_pcie.cases import Action, Case
 from pytest_pcie.domain import prepare_domain
 from pytest_pcie.outcome import Failure, Outcome
+from pytest_pcie.versions import BASE_VERSION
 
 
 class ReferenceBackend:
     """Runs cases through :mod:`pytest_pcie.reference`, mirroring what the libvirt backend does."""
 
     name = "reference"
+    version = BASE_VERSION  # the model is of libvirt 9.0.0; its goldens are the base ones
 
     def header(self) -> str:
         return "pcie backend: reference (pure-Python model of libvirt 9.0.0 + QEMU 7.2)"
