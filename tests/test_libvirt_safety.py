@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pytest_pcie.backends.libvirt_safety import (
     MARKER_NS,
@@ -16,6 +17,7 @@ from pytest_pcie.backends.libvirt_safety import (
     marker_xml,
     parse_marker,
     process_start,
+    shares_host_shm,
     this_process,
     unmark_domain,
 )
@@ -125,3 +127,13 @@ def test_incomplete_or_foreign_markers_are_not_ours() -> None:
     assert parse_marker(marker_xml(me).replace(MARKER_NS, "urn:other")) is None
     assert parse_marker("<owner pid='nonsense'") is None
     assert find_marker(DOMAIN) is None
+
+
+def test_only_local_uris_and_prepared_chroot_daemons_share_this_hosts_shm(tmp_path: Path) -> None:
+    prepared = tmp_path / "uris"
+    chroot_uri = "qemu+unix:///system?socket=/var/lib/pytest-pcie/roots/sid/run/libvirt/libvirt-sock"
+    assert shares_host_shm("qemu:///system", prepared)
+    assert not shares_host_shm(chroot_uri, prepared)  # no file: nothing is known of the socket's daemon
+    prepared.write_text(f"12.8.0 {chroot_uri}\n")
+    assert shares_host_shm(chroot_uri, prepared)
+    assert not shares_host_shm("qemu+ssh://lab/system", prepared)

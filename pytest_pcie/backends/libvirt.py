@@ -32,7 +32,6 @@ from lxml import etree
 
 from pytest_pcie.backends.base import BackendUnavailable
 from pytest_pcie.backends.libvirt_safety import (
-    LOCAL_URIS,
     MARKER_NS,
     MARKER_PREFIX,
     MARKER_TAG,
@@ -41,6 +40,7 @@ from pytest_pcie.backends.libvirt_safety import (
     is_leftover,
     mark_domain,
     parse_marker,
+    shares_host_shm,
     this_process,
     unmark_domain,
 )
@@ -101,7 +101,7 @@ class LibvirtBackend:
         /run/pytest-pcie in tests; ``journal_dir`` None keeps no journal of shared-memory files."""
         self.uri = uri
         self.owner = this_process()
-        local = uri in LOCAL_URIS
+        local = shares_host_shm(uri)
         self._shm = SharedMemory(shm_dir if local else None, proc_dir, journal_dir=journal_dir, owner=self.owner)
         self._libvirt = _import_libvirt()
         self._conn = _open(self._libvirt, uri)

@@ -42,6 +42,20 @@ REMOTE_STALE_AFTER_S = 6 * 3600
 # file.  Any other (a transport such as qemu+ssh://, a host, a socket= of another libvirtd, maybe in
 # another mount namespace) may name a file that is not the one QEMU created: nothing is removed.
 LOCAL_URIS = frozenset({"qemu:///system", "qemu:///session"})
+# The one exception: the daemons scripts/prepare-versions starts in chroots of this host, whose /dev
+# is this host's /dev bind-mounted, list their URIs here.
+PREPARED_VERSIONS_FILE = Path("/run/pytest-pcie-versions/uris")
+
+
+def shares_host_shm(uri: str, prepared: Path = PREPARED_VERSIONS_FILE) -> bool:
+    """True when the guests of ``uri`` put their shared-memory files in this host's /dev/shm."""
+    if uri in LOCAL_URIS:
+        return True
+    try:
+        lines = prepared.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    return any(line.split()[1:] == [uri] for line in lines)
 
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
