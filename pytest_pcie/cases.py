@@ -12,6 +12,7 @@ rule the case pins and what to do with the input::
     ]
     expect-error = "No more available PCI slots"   # optional, see Case.expect_error
     # or, where libvirt's wording changed: { "9.0.0" = "old text", "11.3.0" = "new text" }
+    # ("" for a version from which the run no longer fails)
     rules = ["policy.live-attach-never-adds"]      # optional: ids from rules.toml this case pins
 
 Everything a user can get wrong is reported as a :class:`CaseError` naming the file and the fix, so
@@ -117,7 +118,9 @@ class Case:
         if self.expect_error is not None:
             texts[base] = self.expect_error
         found = applicable(texts, version)
-        return None if found is None else found[1]
+        if found is None:
+            return None
+        return found[1] or None  # "" in a table: from that version on, the run need not fail
 
 
 def load_case(folder: Path, root: Path) -> Case:
@@ -201,8 +204,8 @@ def _read_expect_error(raw: object, path: Path) -> tuple[str | None, tuple[tuple
             version = Version.parse(spelled)
         except VersionError as exc:
             raise CaseError(path, f"'expect-error' key {exc}") from None
-        if not isinstance(text, str) or not text:
-            raise CaseError(path, f"'expect-error' for {version}: {shape}")
+        if not isinstance(text, str):
+            raise CaseError(path, f"'expect-error' for {version}: {shape}, or \"\" for none")
         texts[version] = text
     base_text = texts.pop(BASE_VERSION, None)
     return base_text, tuple(sorted(texts.items()))
