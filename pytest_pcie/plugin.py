@@ -46,6 +46,8 @@ WORKER_OUTPUT_KEY = "pcie"
 INCOMPLETE_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED, golden.UpdateStatus.REMOVED)
 TRUSTED_BACKEND = "libvirt"  # a golden is the truth only once real libvirt agrees with it
+# What a known divergence names as its "backend" to expect an upgrade check (--pcie-upgrade) to fail.
+UPGRADE_CHECK = "upgrade"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -243,8 +245,6 @@ class PcieSession:
     def _create_targets(self) -> None:
         name, settings = self.settings.backend_name, self.settings
         if settings.upgrade_from is not None:
-            if name != TRUSTED_BACKEND:
-                raise BackendUnavailable(f"--pcie-upgrade compares real daemons: use --pcie-backend={TRUSTED_BACKEND}")
             self.origin = _create(name, settings.upgrade_from)
             self.headers.append(f"upgrade from: {self.origin.header()}")
         for uri in settings.libvirt_uris:
@@ -252,6 +252,11 @@ class PcieSession:
             self.targets.append(Target("", _create(name, uri)))
             self.headers.append(self.targets[-1].backend.header())
             self._check_version(self.targets[-1], uri)
+        if settings.upgrade_from is not None and not all(hasattr(t.backend, "redefine") for t in self.targets):
+            raise BackendUnavailable(
+                "--pcie-upgrade needs a backend that defines a stored XML unchanged: "
+                f"use --pcie-backend={TRUSTED_BACKEND}"
+            )
         labels = target_labels([str(target.version) for target in self.targets])
         self.targets = [replace(target, label=label) for target, label in zip(self.targets, labels, strict=True)]
 
@@ -285,7 +290,7 @@ class PcieSession:
             return
         if self.settings.divergences_file is not None:
             try:
-                known = backend_names()
+                known = [*backend_names(), UPGRADE_CHECK]
                 self.divergences = load_divergences(self.settings.divergences_file, self.settings.cases_root, known)
             except DivergenceError as exc:
                 raise pytest.UsageError(str(exc)) from None
@@ -331,13 +336,18 @@ class PcieSession:
         lines = self.headers or [f"pcie backend: {self.settings.backend_name} (one per xdist worker)"]
         lines = [*lines, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
         if self.known_divergences:
-            lines.append(f"pcie known divergences for {self.settings.backend_name}: {len(self.known_divergences)}")
+            lines.append(f"pcie known divergences for {self.divergence_subject}: {len(self.known_divergences)}")
         return lines
 
     @property
+    def divergence_subject(self) -> str:
+        """What this run's known divergences name: the backend, or the upgrade check."""
+        return UPGRADE_CHECK if self.settings.upgrade_from is not None else self.settings.backend_name
+
+    @property
     def known_divergences(self) -> dict[tuple[str, str], Divergence]:
-        """The divergences that apply to this run's backend, by (case id, machine)."""
-        mine = [d for d in self.divergences if d.backend == self.settings.backend_name]
+        """The divergences that apply to this run's backend (or upgrade check), by (case id, machine)."""
+        mine = [d for d in self.divergences if d.backend == self.divergence_subject]
         return {(d.case_id, d.machine): d for d in mine}
 
     # --- collection ----------------------------------------------------------------------------------
@@ -414,7 +424,7 @@ class PcieSession:
         known = self.known_divergences
         if known:
             write(
-                f"pcie: {len(known)} known divergence(s) for backend {self.settings.backend_name} (xfail, not passes)"
+                f"pcie: {len(known)} known divergence(s) for {self.divergence_subject} (xfail, not passes)"
             )
         if self.settings.update:
             by_status = {

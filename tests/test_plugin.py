@@ -422,7 +422,7 @@ def test_known_divergence_is_a_strict_xfail_for_that_backend_only(project: Proje
     diverging = project.run("-rx")
     diverging.assert_outcomes(xfailed=1)
     diverging.stdout.fnmatch_lines(["pcie known divergences for fake: 1"])
-    diverging.stdout.fnmatch_lines(["pcie: 1 known divergence(s) for backend fake (xfail, not passes)",
+    diverging.stdout.fnmatch_lines(["pcie: 1 known divergence(s) for fake (xfail, not passes)",
                                     "*known divergence: fake places the NIC elsewhere*"])  # fmt: skip
     (folder / "fake-output.xml").write_text(domain())
     fixed = project.run()
@@ -546,7 +546,7 @@ def test_xdist_runs_updates_and_merges_the_summary(project: Project) -> None:
     (project.root / "cases" / "q35" / "a" / "fake-output.xml").write_text(domain(nic_bus=2))
     diverging = project.run("-n", "2")
     diverging.assert_outcomes(passed=6, failed=1, xfailed=1)  # the entry covers q35/a on q35, not on pc
-    diverging.stdout.fnmatch_lines(["pcie: 1 known divergence(s) for backend fake (xfail, not passes)"])
+    diverging.stdout.fnmatch_lines(["pcie: 1 known divergence(s) for fake (xfail, not passes)"])
     assert project.closed_count() == 2 + 2 + 2  # one backend per worker, per run
 
 

@@ -58,7 +58,7 @@ class VersionedBackend:
 
 
 register_backend("versioned", lambda settings: VersionedBackend(settings.libvirt_uri))
-register_backend("libvirt", lambda settings: VersionedBackend(settings.libvirt_uri))
+
 """
 
 
@@ -230,7 +230,7 @@ def test_expect_error_table_with_a_bad_version_is_a_collection_error(project: Ve
 
 def test_upgrade_passes_when_every_address_stays(project: VersionedProject) -> None:
     project.case("q35/a")
-    result = project.run("11.3.0", "12.8.0", backend="libvirt", extra=("--pcie-upgrade=fake://9.0.0", "-v"))
+    result = project.run("11.3.0", "12.8.0", backend="versioned", extra=("--pcie-upgrade=fake://9.0.0", "-v"))
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*q35/a[[]q35 upgrade 9.0.0>11.3.0>12.8.0[]] PASSED*"])
     assert (project.root / "redefined.log").read_text().split() == ["11.3.0", "12.8.0"]
@@ -239,7 +239,7 @@ def test_upgrade_passes_when_every_address_stays(project: VersionedProject) -> N
 def test_upgrade_fails_naming_the_hop_and_the_device_that_moved(project: VersionedProject) -> None:
     folder = project.case("q35/a")
     (folder / "fake-upgrade@12.8.0.xml").write_text(domain(nic_bus=2))
-    result = project.run("11.3.0", "12.8.0", backend="libvirt", extra=("--pcie-upgrade=fake://9.0.0",))
+    result = project.run("11.3.0", "12.8.0", backend="versioned", extra=("--pcie-upgrade=fake://9.0.0",))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -254,7 +254,7 @@ def test_upgrade_reports_added_devices_without_failing(project: VersionedProject
     before = domain(extra_port=False)
     (folder / "fake-output.xml").write_text(before)
     (folder / "fake-upgrade@11.3.0.xml").write_text(domain())
-    result = project.run("11.3.0", backend="libvirt", extra=("--pcie-upgrade=fake://9.0.0",))
+    result = project.run("11.3.0", backend="versioned", extra=("--pcie-upgrade=fake://9.0.0",))
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
@@ -267,13 +267,33 @@ def test_upgrade_reports_added_devices_without_failing(project: VersionedProject
 def test_upgrade_skips_a_case_whose_define_fails_saying_why(project: VersionedProject) -> None:
     folder = project.case("q35/a")
     (folder / "fake-failure@9.0.0.txt").write_text("0|define|error: refused")
-    result = project.run("11.3.0", backend="libvirt", extra=("--pcie-upgrade=fake://9.0.0", "-rs"))
+    result = project.run("11.3.0", backend="versioned", extra=("--pcie-upgrade=fake://9.0.0", "-rs"))
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*libvirt 9.0.0 refuses the define, so it stores nothing to upgrade"])
 
 
-def test_upgrade_needs_the_libvirt_backend(project: VersionedProject) -> None:
+def test_upgrade_needs_a_backend_that_can_redefine(project: VersionedProject) -> None:
     project.case("q35/a")
-    result = project.run("11.3.0", extra=("--pcie-upgrade=fake://9.0.0",))
+    result = project.run("11.3.0", backend="reference", extra=("--pcie-upgrade=fake://9.0.0",))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--pcie-upgrade compares real daemons: use --pcie-backend=libvirt"])
+    result.stderr.fnmatch_lines(
+        ["*--pcie-upgrade needs a backend that defines a stored XML unchanged: use --pcie-backend=libvirt"]
+    )
+
+
+def test_a_known_upgrade_failure_is_a_strict_xfail_of_the_upgrade_check_only(project: VersionedProject) -> None:
+    folder = project.case("q35/a")
+    (folder / "fake-upgrade@11.3.0.xml").write_text(domain(nic_bus=2))
+    (project.root / "known.toml").write_text(
+        '[[divergence]]\ncase = "q35/a"\nmachine = "q35"\nbackend = "upgrade"\nreason = "moves on 11.3.0"\n'
+    )
+    project.pytester.makepyprojecttoml(
+        '[tool.pytest.ini_options]\npcie_cases = "cases"\npcie_known_divergences = "known.toml"\n'
+    )
+    upgrade = project.run("11.3.0", backend="versioned", extra=("--pcie-upgrade=fake://9.0.0",))
+    upgrade.assert_outcomes(xfailed=1)
+    # The golden run of the same case is not affected by the upgrade entry.
+    project.run("9.0.0", backend="versioned", extra=("--pcie-update-goldens",)).assert_outcomes(passed=1)
+    # Once the upgrade keeps the address, the strict xfail fails until the entry goes.
+    (folder / "fake-upgrade@11.3.0.xml").unlink()
+    project.run("11.3.0", backend="versioned", extra=("--pcie-upgrade=fake://9.0.0",)).assert_outcomes(failed=1)
