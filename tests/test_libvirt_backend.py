@@ -139,7 +139,7 @@ def test_unreachable_uri_is_one_line() -> None:
     message = str(raised.value)
     assert message.startswith(f"libvirtd is not reachable at {uri}: ")
     assert "/nonexistent/libvirt-sock" in message
-    assert message.endswith("start it with `sudo scripts/prepare-host`")
+    assert message.endswith("start it with `sudo scripts/prepare-host --versions` if it is one of docs/versions.md's")
     assert "\n" not in message
 
 

@@ -52,6 +52,8 @@ from pytest_pcie.versions import Version
 
 DEFAULT_URI = "qemu:///system"
 PREPARE_HINT = "start it with `sudo scripts/prepare-host`"
+# A socket= URI is, on hosts this project prepared, one of the chroot daemons of other versions.
+PREPARE_VERSIONS_HINT = "start it with `sudo scripts/prepare-host --versions` if it is one of docs/versions.md's"
 
 # Domain types in order of preference: KVM when the host offers it, else QEMU's TCG emulation.
 # Both lay out PCI identically; KVM only starts guests faster.
@@ -411,7 +413,8 @@ def _open(lv: ModuleType, uri: str) -> Any:
     try:
         return lv.open(uri)
     except lv.libvirtError as exc:
-        raise BackendUnavailable(f"libvirtd is not reachable at {uri}: {_one_line(exc)}; {PREPARE_HINT}") from None
+        hint = PREPARE_VERSIONS_HINT if "socket=" in uri else PREPARE_HINT
+        raise BackendUnavailable(f"libvirtd is not reachable at {uri}: {_one_line(exc)}; {hint}") from None
 
 
 def pick_domain_type(conn: Any, uri: str) -> str:
