@@ -635,8 +635,8 @@ class UpgradeItem(_CaseOnMachine):
                 message = answer.failure.message if answer.failure else "no XML"
                 problems.append(f"{hop}: libvirt {target.version} refuses what {previous} stored: {message}")
                 break
-            for drift in compare_stored(stored, answer.domain_xml, self.machine):
-                (problems if drift.kind.breaks else added).append(f"{hop}: {drift}")
+            for change in compare_stored(stored, answer.domain_xml, self.machine):
+                (problems if change.kind.breaks else added).append(f"{hop}: {change}")
             stored, previous = answer.domain_xml, target.version
         if added:
             self.pcie.upgrade_added[self.nodeid] = added

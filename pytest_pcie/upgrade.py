@@ -20,7 +20,7 @@ from pytest_pcie.normalise import DEVICES_TAG, normalise
 from pytest_pcie.outcome import Outcome
 
 
-class DriftKind(Enum):
+class ChangeKind(Enum):
     """What happened to one device across the upgrade; ``breaks`` says whether the contract holds."""
 
     MOVED = "moved"  # its PCI address changed
@@ -30,14 +30,14 @@ class DriftKind(Enum):
 
     @property
     def breaks(self) -> bool:
-        return self is not DriftKind.ADDED
+        return self is not ChangeKind.ADDED
 
 
 @dataclass(frozen=True)
-class Drift:
+class DeviceChange:
     """One device that is not the same after the upgrade, in words for a report."""
 
-    kind: DriftKind
+    kind: ChangeKind
     label: str
     detail: str
 
@@ -45,21 +45,22 @@ class Drift:
         return f"{self.label}: {self.kind.value}" + (f" ({self.detail})" if self.detail else "")
 
 
-def compare_stored(before_xml: str, after_xml: str, machine: str) -> list[Drift]:
+def compare_stored(before_xml: str, after_xml: str, machine: str) -> list[DeviceChange]:
     """Every device and controller whose normalised form differs between two stored definitions."""
     before = _devices(before_xml, machine)
     after = _devices(after_xml, machine)
-    drifts = []
+    changes = []
     for pair in pair_devices(before, after):
         if pair.expected is None:
             assert pair.actual is not None
-            drifts.append(Drift(DriftKind.ADDED, pair.label, _address_text(pair.actual)))
+            changes.append(DeviceChange(ChangeKind.ADDED, pair.label, _address_text(pair.actual)))
         elif pair.actual is None:
-            drifts.append(Drift(DriftKind.REMOVED, pair.label, _address_text(pair.expected)))
+            changes.append(DeviceChange(ChangeKind.REMOVED, pair.label, _address_text(pair.expected)))
         elif canonical_text(pair.expected) != canonical_text(pair.actual):
-            kind = DriftKind.MOVED if _address_text(pair.expected) != _address_text(pair.actual) else DriftKind.CHANGED
-            drifts.append(Drift(kind, pair.label, "; ".join(describe_changes(pair.expected, pair.actual))))
-    return drifts
+            moved = _address_text(pair.expected) != _address_text(pair.actual)
+            kind = ChangeKind.MOVED if moved else ChangeKind.CHANGED
+            changes.append(DeviceChange(kind, pair.label, "; ".join(describe_changes(pair.expected, pair.actual))))
+    return changes
 
 
 def _devices(domain_xml: str, machine: str) -> etree._Element:
