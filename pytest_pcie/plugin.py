@@ -389,6 +389,8 @@ class PcieSession:
         """Find (and on request delete) orphan goldens, on a full run of a non-worker only."""
         if self.is_worker or not self.settings.enabled:
             return
+        if self.settings.update:
+            self._drop_redundant_overrides()
         if not self._is_full_run():
             self.prune_refused = self.settings.prune
             return
@@ -399,6 +401,14 @@ class PcieSession:
         if self.settings.prune:
             for orphan in self.orphans:
                 Path(orphan).unlink()
+
+    def _drop_redundant_overrides(self) -> None:
+        """After an update: each (case, machine) it wrote keeps each version difference once."""
+        root = self.settings.goldens_root
+        keys = sorted({Path(golden.golden_key(root, Path(path))) for path in self.updates})
+        for key in keys:
+            for path in golden.drop_redundant_overrides(root, key.parent.as_posix(), key.stem):
+                self.updates[str(path)] = golden.UpdateStatus.REMOVED.value
 
     def _is_full_run(self) -> bool:
         """True when every case was collected: the run covers the cases folder and selects nothing."""

@@ -297,3 +297,14 @@ def test_a_known_upgrade_failure_is_a_strict_xfail_of_the_upgrade_check_only(pro
     # Once the upgrade keeps the address, the strict xfail fails until the entry goes.
     (folder / "fake-upgrade@11.3.0.xml").unlink()
     project.run("11.3.0", backend="versioned", extra=("--pcie-upgrade=fake://9.0.0",)).assert_outcomes(failed=1)
+
+
+def test_an_update_leaves_each_difference_said_once_whatever_order_versions_run_in(
+    project: VersionedProject,
+) -> None:
+    project.case("q35/a", v11_3_0=domain(nic_bus=2), v12_8_0=domain(nic_bus=2))
+    # Newest first: 12.8.0 writes its override before 11.3.0's exists, then it is redundant.
+    result = project.run("9.0.0", "12.8.0", "11.3.0", extra=("--pcie-update-goldens",))
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["goldens: 2 created, 0 changed, 0 unchanged, 1 removed"])
+    assert project.goldens() == ["q35/a/q35.xml", "q35/a/q35@11.3.0.xml"]
