@@ -31,6 +31,7 @@ from pytest_pcie.cases import CASE_FILE, INPUT_FILE, Case, CaseError, load_case
 from pytest_pcie.divergences import Divergence, DivergenceError, load_divergences
 from pytest_pcie.normalise import normalise
 from pytest_pcie.outcome import Outcome
+from pytest_pcie.reference.profiles import NEWEST_PROFILE, PROFILES, UnknownProfile, profile_named
 from pytest_pcie.upgrade import compare_stored
 from pytest_pcie.versions import BASE_VERSION, Version
 
@@ -41,11 +42,13 @@ OPTION_DESTS = (
     "pcie_libvirt_uri",
     "pcie_diff_dir",
     "pcie_upgrade",
+    "pcie_profile",
 )
 WORKER_OUTPUT_KEY = "pcie"
 INCOMPLETE_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED, golden.UpdateStatus.REMOVED)
 TRUSTED_BACKEND = "libvirt"  # a golden is the truth only once real libvirt agrees with it
+REFERENCE_BACKEND = "reference"  # the one backend whose targets are profiles, not URIs
 # What a known divergence names as its "backend" to expect an upgrade check (--pcie-upgrade) to fail.
 UPGRADE_CHECK = "upgrade"
 
@@ -89,6 +92,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "stored unchanged on each --pcie-libvirt-uri in turn, and fail if any device or controller moves",
     )
     group.addoption(
+        "--pcie-profile",
+        dest="pcie_profile",
+        action="append",
+        default=None,
+        metavar="VERSION",
+        help=f"libvirt release the reference backend models: {', '.join(PROFILES)} (default {NEWEST_PROFILE.name}), "
+        "or 'all' to run every case under every profile (test ids then end in @<version>); repeatable",
+    )
+    group.addoption(
         "--pcie-diff-dir",
         dest="pcie_diff_dir",
         default=None,
@@ -114,6 +126,15 @@ class Settings:
     prune: bool
     diff_dir: Path | None = None
     upgrade_from: str | None = None
+    profiles: tuple[str, ...] = ()  # reference profiles asked for; () means the newest
+
+    @property
+    def target_specs(self) -> tuple[str, ...]:
+        """What each target is built from: reference profiles for the reference backend, libvirt
+        URIs for every other backend."""
+        if self.backend_name == REFERENCE_BACKEND:
+            return self.profiles or (NEWEST_PROFILE.name,)
+        return self.libvirt_uris
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -122,18 +143,40 @@ class Settings:
         divergences = str(config.getini("pcie_known_divergences") or "")
         root = config.rootpath
         diff_dir = config.getoption("pcie_diff_dir")
+        backend_name = config.getoption("pcie_backend") or DEFAULT_BACKEND
+        if config.getoption("pcie_profile") and backend_name != REFERENCE_BACKEND:
+            raise pytest.UsageError(
+                f"--pcie-profile chooses what the reference backend models; --pcie-backend={backend_name} "
+                "runs a real libvirt, whose version picks the goldens (drop --pcie-profile)"
+            )
         return cls(
             enabled=asked or bool(cases),
             cases_root=(root / (cases or "cases")).resolve(),
             goldens_root=(root / str(config.getini("pcie_goldens") or "golden")).resolve(),
             divergences_file=(root / divergences).resolve() if divergences else None,
-            backend_name=config.getoption("pcie_backend") or DEFAULT_BACKEND,
+            backend_name=backend_name,
             libvirt_uris=tuple(dict.fromkeys(config.getoption("pcie_libvirt_uri") or [DEFAULT_LIBVIRT_URI])),
             update=bool(config.getoption("pcie_update_goldens")),
             prune=bool(config.getoption("pcie_prune_goldens")),
             diff_dir=(config.invocation_params.dir / diff_dir).resolve() if diff_dir else None,
             upgrade_from=config.getoption("pcie_upgrade"),
+            profiles=_profiles(config.getoption("pcie_profile") or []),
         )
+
+
+def _profiles(asked: list[str]) -> tuple[str, ...]:
+    """The profile names ``--pcie-profile`` asked for, oldest first ('all' is every one)."""
+    names: list[str] = []
+    for value in asked:
+        for name in value.split(","):
+            if name.strip() == "all":
+                names.extend(PROFILES)
+                continue
+            try:
+                names.append(profile_named(name.strip()).name)
+            except UnknownProfile as exc:
+                raise pytest.UsageError(f"--pcie-profile: {exc}") from None
+    return tuple(sorted(dict.fromkeys(names), key=Version.parse))
 
 
 class PcieFailure(Exception):
@@ -196,8 +239,11 @@ def pcie_backend(pytestconfig: pytest.Config) -> Backend:
     return pytestconfig.stash[_SESSION_KEY].get_backend()
 
 
-def _create(name: str, uri: str) -> Backend:
-    return create_backend(name, BackendSettings(libvirt_uri=uri))
+def _create(name: str, spec: str) -> Backend:
+    """The backend ``name`` for one target: ``spec`` is a reference profile or a libvirt URI."""
+    if name == REFERENCE_BACKEND:
+        return create_backend(name, BackendSettings(reference_profile=spec))
+    return create_backend(name, BackendSettings(libvirt_uri=spec))
 
 
 @dataclass(eq=False)  # registered as a plugin, so it must stay hashable
@@ -244,19 +290,21 @@ class PcieSession:
 
     def _create_targets(self) -> None:
         name, settings = self.settings.backend_name, self.settings
+        redefine_refused = BackendUnavailable(
+            f"--pcie-upgrade needs a backend that defines a stored XML unchanged: use --pcie-backend={TRUSTED_BACKEND}"
+        )
+        if settings.upgrade_from is not None and name == REFERENCE_BACKEND:
+            raise redefine_refused
         if settings.upgrade_from is not None:
             self.origin = _create(name, settings.upgrade_from)
             self.headers.append(f"upgrade from: {self.origin.header()}")
-        for uri in settings.libvirt_uris:
+        for uri in settings.target_specs:
             # Each backend joins the targets at once, so close_backend reaches it if a later one fails.
             self.targets.append(Target("", _create(name, uri)))
             self.headers.append(self.targets[-1].backend.header())
             self._check_version(self.targets[-1], uri)
         if settings.upgrade_from is not None and not all(hasattr(t.backend, "redefine") for t in self.targets):
-            raise BackendUnavailable(
-                "--pcie-upgrade needs a backend that defines a stored XML unchanged: "
-                f"use --pcie-backend={TRUSTED_BACKEND}"
-            )
+            raise redefine_refused
         labels = target_labels([str(target.version) for target in self.targets])
         self.targets = [replace(target, label=label) for target, label in zip(self.targets, labels, strict=True)]
 
@@ -272,7 +320,7 @@ class PcieSession:
         whose backend is unavailable still collects: its first case then fails with the reason)."""
         if self.targets:
             return [target.label for target in self.targets]
-        return target_labels(list(self.settings.libvirt_uris))
+        return target_labels(list(self.settings.target_specs))
 
     def upgrade_chain_label(self) -> str:
         """``9.0.0>11.3.0>12.8.0``: the versions an upgrade item passes through, for its test id."""

@@ -6,10 +6,21 @@ QEMU 7.2) for the same input; the tables only list the entries a case is about.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from reference_support import MIN, addresses, controller, domain, nic, pci, targets
 
 from pytest_pcie.reference import LibvirtError, define
+from pytest_pcie.reference.profiles import using_profile
+
+
+@pytest.fixture(autouse=True)
+def _libvirt_9_0_0() -> Iterator[None]:
+    """These tests pin libvirt 9.0.0's rules, as measured on its daemon; what later releases
+    changed is pinned rule by rule in test_reference_profiles.py."""
+    with using_profile("9.0.0"):
+        yield
 
 SCSI_DISK = "<disk type='file' device='disk'><source file='/tmp/a'/><target dev='sda' bus='scsi'/></disk>"
 VIRTIO_DISK = "<disk type='file' device='disk'><source file='/tmp/a'/><target dev='vda' bus='virtio'/></disk>"

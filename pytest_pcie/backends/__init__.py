@@ -27,6 +27,7 @@ class BackendSettings:
     """Everything a factory may need from the command line; backends ignore what they do not use."""
 
     libvirt_uri: str = DEFAULT_LIBVIRT_URI
+    reference_profile: str | None = None  # the reference backend's profile; None is the newest
 
 
 BackendFactory = Callable[[BackendSettings], Backend]
@@ -35,7 +36,7 @@ BackendFactory = Callable[[BackendSettings], Backend]
 def _reference(settings: BackendSettings) -> Backend:
     from pytest_pcie.backends.reference import ReferenceBackend
 
-    return ReferenceBackend()
+    return ReferenceBackend(settings.reference_profile)
 
 
 def _libvirt(settings: BackendSettings) -> Backend:

@@ -6,19 +6,31 @@ from pytest_pcie import reference
 from pytest_pcie.cases import Action, Case
 from pytest_pcie.domain import prepare_domain
 from pytest_pcie.outcome import Failure, Outcome
-from pytest_pcie.versions import BASE_VERSION
+from pytest_pcie.reference.profiles import NEWEST_PROFILE, Profile, profile_named, using_profile
+from pytest_pcie.versions import Version
 
 
 class ReferenceBackend:
-    """Runs cases through :mod:`pytest_pcie.reference`, mirroring what the libvirt backend does."""
+    """Runs cases through :mod:`pytest_pcie.reference` under one profile, mirroring what the
+    libvirt backend does; the profile's libvirt version picks the goldens, as a daemon's would."""
 
     name = "reference"
-    version = BASE_VERSION  # the model is of libvirt 9.0.0; its goldens are the base ones
+
+    def __init__(self, profile: str | None = None) -> None:
+        self.profile: Profile = NEWEST_PROFILE if profile is None else profile_named(profile)
+
+    @property
+    def version(self) -> Version:
+        return self.profile.libvirt
 
     def header(self) -> str:
-        return "pcie backend: reference (pure-Python model of libvirt 9.0.0 + QEMU 7.2)"
+        return f"pcie backend: reference (pure-Python model of {self.profile.describe()})"
 
     def run(self, case: Case, machine: str) -> Outcome:
+        with using_profile(self.profile):
+            return self._run(case, machine)
+
+    def _run(self, case: Case, machine: str) -> Outcome:
         try:
             domain = reference.define(prepare_domain(case.input_xml, machine))
         except reference.LibvirtError as exc:

@@ -1,4 +1,9 @@
-"""A pure-Python model of how libvirt 9.0.0 lays out the PCI topology of a QEMU x86_64 guest.
+"""A pure-Python model of how libvirt lays out the PCI topology of a QEMU x86_64 guest.
+
+One model, several releases: a *profile* names a libvirt version and the QEMU it runs with
+(:data:`PROFILES`: 9.0.0 + QEMU 7.2, 11.3.0 + QEMU 10.0, 12.8.0 + QEMU 11.1), and each rule that a
+release changed is a row of :data:`pytest_pcie.reference.profiles.RULE_CHANGES`.  Without
+``profile=`` the functions model the newest profile.
 
 Public API (stable):
 
@@ -7,6 +12,7 @@ Public API (stable):
 * :func:`attach` — attach one device, offline (``--config``) or live (hotplug).
 * :func:`detach` — detach one device from the persistent definition.
 * :class:`LibvirtError` — raised, with libvirt's exact message text, where libvirt refuses.
+* :data:`PROFILES`, :class:`Profile` — the releases modelled.
 """
 
 from __future__ import annotations
@@ -14,29 +20,39 @@ from __future__ import annotations
 from pytest_pcie.reference import attach as _attach
 from pytest_pcie.reference import define as _define
 from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.profiles import NEWEST_PROFILE, PROFILES, Profile, UnknownProfile, using_profile
 
-__all__ = ["LibvirtError", "attach", "define", "detach", "start"]
+__all__ = [
+    "NEWEST_PROFILE", "PROFILES", "LibvirtError", "Profile", "UnknownProfile", "attach", "define", "detach", "start",
+]
+
+ProfileChoice = Profile | str | None
 
 
-def define(domain_xml: str) -> str:
+def define(domain_xml: str, *, profile: ProfileChoice = None) -> str:
     """Return the domain XML libvirt would store after ``virsh define``: defaults added, PCI
-    controllers auto-added and every PCI address filled in."""
-    return _define.define(domain_xml)
+    controllers auto-added and every PCI address filled in.  ``profile`` is a :class:`Profile` or
+    a version name (``"11.3.0"``); None keeps the current one (the newest by default)."""
+    with using_profile(profile):
+        return _define.define(domain_xml)
 
 
-def start(domain_xml: str) -> str:
+def start(domain_xml: str, *, profile: ProfileChoice = None) -> str:
     """Return the live XML of a guest started from the stored definition ``domain_xml``: libvirt
     runs post-parse on it again (no address changes), then refuses what QEMU's command line cannot
     express, such as a USB companion without a master of its index."""
-    return _define.start(domain_xml)
+    with using_profile(profile):
+        return _define.start(domain_xml)
 
 
-def attach(domain_xml: str, device_xml: str, *, live: bool) -> str:
+def attach(domain_xml: str, device_xml: str, *, live: bool, profile: ProfileChoice = None) -> str:
     """Attach ``device_xml`` to ``domain_xml`` (a define output, or the running guest's XML when
     ``live``) and return the resulting XML."""
-    return _attach.attach(domain_xml, device_xml, live=live)
+    with using_profile(profile):
+        return _attach.attach(domain_xml, device_xml, live=live)
 
 
-def detach(domain_xml: str, device_xml: str) -> str:
+def detach(domain_xml: str, device_xml: str, *, profile: ProfileChoice = None) -> str:
     """Detach the device matching ``device_xml`` from the persistent definition ``domain_xml``."""
-    return _attach.detach(domain_xml, device_xml)
+    with using_profile(profile):
+        return _attach.detach(domain_xml, device_xml)

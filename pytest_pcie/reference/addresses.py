@@ -13,6 +13,7 @@ from functools import partial
 
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.model import PciAddress
+from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import (
     CONNECT_NAMES,
     CONNECT_TO_MODEL,
@@ -38,6 +39,7 @@ _ENDPOINTS = int(ENDPOINT_TYPES)
 _PCI_BRIDGE = int(Connect.PCI_BRIDGE)
 _PCI_DEVICE = int(Connect.PCI_DEVICE)
 _NEEDS_ROOT_PORT = int(Connect.PCIE_DEVICE | Connect.PCIE_SWITCH_UPSTREAM_PORT)
+_PCIE_TO_PCI_BRIDGE = int(Connect.PCIE_TO_PCI_BRIDGE)
 
 # (controller model, hotplug wanted) -> (bus flags as int, first slot, last slot): the bus a model
 # provides, from tables.CONTROLLER_MODELS, worked out once instead of once per bus.
@@ -294,13 +296,16 @@ class AddressSet:
             if pair and add == 1:
                 add += 1
                 address = PciAddress(address.domain, address.bus + 1, address.slot, address.function)
-        elif wanted & _NEEDS_ROOT_PORT:
+        elif wanted & _NEEDS_ROOT_PORT or (
+            wanted & _PCIE_TO_PCI_BRIDGE and current_rules().pcie_to_pci_bridge_gets_port
+        ):
             model = "pcie-root-port"
         else:
             existing = next((name for bit, name in CONNECT_TO_MODEL if flags & bit), None)
             if existing is not None:
                 raise LibvirtError(
-                    f"internal error: a PCI slot is needed to connect a PCI controller model='{existing}', "
+                    f"internal error: a {current_rules().slot_needed_word} slot is needed to connect a PCI "
+                    f"controller model='{existing}', "
                     "but none is available, and it cannot be automatically added"
                 )
             raise LibvirtError(

@@ -42,6 +42,7 @@ from pytest_pcie.reference.parse import (
     read_device,
     remove_device,
 )
+from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import Connect
 from pytest_pcie.reference.validate import check_disk_targets, validate_device
 
@@ -176,12 +177,41 @@ def _check_controller(domain: Domain, device: Device) -> None:
         raise LibvirtError(f"Requested operation is not valid: controller index='{device.index}' already exists")
 
 
-def _check_single(message: str) -> Callable[[Domain, Device], None]:
-    def check(domain: Domain, device: Device) -> None:
-        if any(other.kind == device.kind for other in domain.devices):
-            raise LibvirtError(message)
+def _check_single(domain: Domain, device: Device) -> None:
+    """A second device of a kind the profile allows once (``single_attach_messages``), or one equal
+    to a device already there in the attributes the profile compares (``duplicate_attach_attributes``)."""
+    rules = current_rules()
+    message = rules.single_attach_messages.get(device.kind)
+    if message is not None and any(other.kind == device.kind for other in domain.devices):
+        raise LibvirtError(message)
+    compared = rules.duplicate_attach_attributes.get(device.kind)
+    if compared is not None and any(
+        other.kind == device.kind and _same_attributes(other, device, compared) for other in domain.devices
+    ):
+        raise LibvirtError("Requested operation is not valid: device is already in the domain configuration")
 
-    return check
+
+def _check_watchdog(domain: Domain, device: Device) -> None:
+    """A second watchdog: refused outright, or (where several are allowed) when it repeats one or
+    its action differs, which validation of the new definition refuses."""
+    _check_single(domain, device)
+    if not current_rules().watchdog_actions_must_agree:
+        return
+    if any(not _same_attributes(other, device, ("action",)) for other in domain.of_kind("watchdog")):
+        raise LibvirtError(
+            "unsupported configuration: watchdogs with different actions are not supported with this QEMU binary"
+        )
+
+
+# Attribute values libvirt fills in when the XML leaves them out, for the comparisons above.
+ATTRIBUTE_DEFAULTS: dict[tuple[str, str], str] = {("watchdog", "action"): "reset"}
+
+
+def _same_attributes(first: Device, second: Device, attributes: tuple[str, ...]) -> bool:
+    def value(device: Device, attribute: str) -> str | None:
+        return device.element.get(attribute) or ATTRIBUTE_DEFAULTS.get((device.kind, attribute))
+
+    return all(value(first, attribute) == value(second, attribute) for attribute in attributes)
 
 
 def _check_rng(domain: Domain, device: Device) -> None:
@@ -197,8 +227,8 @@ CONFIG_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
     "rng": _check_rng,
     "disk": _check_disk,
     "controller": _check_controller,
-    "watchdog": _check_single("Requested operation is not valid: domain already has a watchdog"),
-    "vsock": _check_single("Requested operation is not valid: domain already has a vsock device"),
+    "watchdog": _check_watchdog,
+    "vsock": _check_single,
 }
 
 
@@ -298,7 +328,7 @@ def _check_qemu_device_name(device: Device) -> None:
 
 
 def _live_controller(domain: Domain, device: Device) -> None:
-    if device.ctype != "scsi":
+    if device.ctype not in current_rules().hotpluggable_controllers:
         raise LibvirtError(f"Operation not supported: '{device.ctype}' controller cannot be hot plugged.")
     if device.index is None:
         used = {other.index for other in domain.controllers if other.ctype == device.ctype}
@@ -334,6 +364,9 @@ def _live_disk(domain: Domain, device: Device) -> None:
     for other in domain.devices:
         if other.kind == "disk":
             check_disk_targets(other, device)
+    bus = device.extra.get("bus")
+    if bus in current_rules().unhotpluggable_disk_buses:
+        raise LibvirtError(f"Operation not supported: disk bus '{bus}' cannot be hotplugged.")
     if device.element.get("device") == "cdrom" and _empty_source(device):
         # libvirt builds the new drive's backend for QEMU before it looks at the bus or the
         # controller, and an empty medium has no file name to give (checked on libvirtd for sata,

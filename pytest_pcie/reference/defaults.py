@@ -16,6 +16,7 @@ from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device
 from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, disk_index, read_device
+from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import USB2_COMPANIONS, USB2_FUNCTIONS
 
 # Default USB controller model at index 0 per chipset ("" = libvirt's per-device default, piix3-uhci).
@@ -99,7 +100,21 @@ def new_pci_controllers(domain: Domain, wanted: list[tuple[int, str]]) -> list[D
         for (index, model), element in zip(wanted, elements, strict=True)
     ]
     domain.controllers.extend(added)
+    if current_rules().new_controllers_by_index:
+        _order_pci_controllers_by_index(domain, added[0].index or 0)
     return added
+
+
+def _order_pci_controllers_by_index(domain: Domain, first_new: int) -> None:
+    """Put the PCI controllers of ``domain.controllers`` in index order, where placement reads
+    them, when a named one has a higher index than an added one (an index gap was filled)."""
+    pci = [controller for controller in domain.controllers if controller.ctype == "pci"]
+    if not any((controller.index or 0) > first_new for controller in pci if not controller.implicit):
+        return
+    ordered = iter(sorted(pci, key=lambda controller: controller.index or 0))
+    domain.controllers[:] = [
+        next(ordered) if controller.ctype == "pci" else controller for controller in domain.controllers
+    ]
 
 
 def _place_controller_element(domain: Domain, element: etree._Element) -> None:

@@ -1,4 +1,4 @@
-"""Machine types QEMU 7.2 offers on x86_64 and how libvirt 9.0.0 classifies them.
+"""Machine types QEMU offers on x86_64 and how libvirt classifies them.
 
 libvirt recognises its two PCI chipsets by name (``qemuDomainIsI440FX`` / ``qemuDomainIsQ35``)
 and expands the aliases ``pc`` and ``q35`` to the newest versioned name.  A machine QEMU does not
@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from pytest_pcie.reference.profiles import current_profile
+
 EMULATOR = "/usr/bin/qemu-system-x86_64"
 
 
@@ -21,26 +23,6 @@ class Chipset(Enum):
     Q35 = "q35"
     NONE = "none"
 
-
-ALIASES: dict[str, str] = {"pc": "pc-i440fx-7.2", "q35": "pc-q35-7.2"}
-
-# Versioned machine names QEMU 7.2 (Debian 12) reports for x86_64, from `virsh capabilities`.
-# (major, first minor, last minor) ranges.
-_I440FX_RANGES = ((1, 4, 7), (2, 0, 12), (3, 0, 1), (4, 0, 2), (5, 0, 2), (6, 0, 2), (7, 0, 2))
-_Q35_RANGES = ((2, 4, 12), (3, 0, 1), (4, 0, 2), (5, 0, 2), (6, 0, 2), (7, 0, 2))
-
-
-def _versions(ranges: tuple[tuple[int, int, int], ...]) -> tuple[str, ...]:
-    return tuple(f"{major}.{minor}" for major, first, last in ranges for minor in range(first, last + 1))
-
-
-_I440FX_VERSIONS = _versions(_I440FX_RANGES)
-_Q35_VERSIONS = (*_versions(_Q35_RANGES), "4.0.1")
-SUPPORTED: frozenset[str] = frozenset(
-    ["pc", "q35", "isapc", "microvm", "x-remote"]
-    + [f"pc-i440fx-{version}" for version in _I440FX_VERSIONS]
-    + [f"pc-q35-{version}" for version in _Q35_VERSIONS]
-)
 
 # libvirt's own name tests, in its order.
 _CHIPSET_PATTERNS: tuple[tuple[re.Pattern[str], Chipset], ...] = (
@@ -58,12 +40,13 @@ def chipset_of(machine: str) -> Chipset:
 
 
 def canonical(machine: str) -> str:
-    """The machine name libvirt stores: aliases expand to QEMU 7.2's versioned name."""
-    return ALIASES.get(machine, machine)
+    """The machine name libvirt stores: aliases expand to the profile's QEMU's newest versioned
+    name (``pc-q35-7.2`` under 9.0.0's profile, ``pc-q35-11.1`` under 12.8.0's)."""
+    return current_profile().machines.aliases.get(machine, machine)
 
 
 def unsupported_message(machine: str) -> str | None:
     """libvirt's validation error for a machine QEMU does not offer, or None when it is offered."""
-    if machine in SUPPORTED:
+    if machine in current_profile().machines.supported:
         return None
     return f"unsupported configuration: Emulator '{EMULATOR}' does not support machine type '{machine}'"

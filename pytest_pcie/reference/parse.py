@@ -16,6 +16,7 @@ from lxml import etree
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset, canonical, chipset_of
 from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
+from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import CONTROLLER_TYPE_MODELS
 
 # The device elements the reference tracks, in the order libvirt's parser reads them
@@ -26,14 +27,6 @@ PARSE_ORDER: tuple[str, ...] = (
     "graphics", "sound", "video", "hostdev", "watchdog", "memballoon", "rng", "hub", "redirdev", "shmem",
     "memory", "iommu", "vsock",
 )
-
-# Kinds a domain may hold at most one of; the parser counts them before reading any.
-SINGLE_DEVICE_MESSAGES: dict[str, str] = {
-    "watchdog": "internal error: only a single watchdog device is supported",
-    "memballoon": "internal error: only a single memory balloon device is supported",
-    "iommu": "XML error: only a single IOMMU device is supported",
-    "vsock": "XML error: only a single vsock device is supported",
-}
 
 # Model libvirt stores for a device written without one (post-parse defaults for QEMU 7.2 x86_64).
 # Keyed by kind, or "controller:<type>" for controllers.
@@ -136,12 +129,13 @@ def _read_devices(devices_element: Element) -> dict[Element, Device]:
     where libvirt makes them, so a domain with several problems fails with the one libvirt names."""
     read: dict[Element, Device] = {}
     by_kind: dict[str, list[Element]] = {}
+    single_messages = current_rules().single_device_messages
     for element in devices_element:
         by_kind.setdefault(str(element.tag), []).append(element)
     for kind in PARSE_ORDER:
         elements = by_kind.get(kind, [])
-        if len(elements) > 1 and kind in SINGLE_DEVICE_MESSAGES:
-            raise LibvirtError(SINGLE_DEVICE_MESSAGES[kind])
+        if len(elements) > 1 and kind in single_messages:
+            raise LibvirtError(single_messages[kind])
         devices: list[Device] = []
         for element in elements:
             device = read_device(element)

@@ -17,6 +17,7 @@ from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset, unsupported_message
 from pytest_pcie.reference.model import Device
 from pytest_pcie.reference.parse import USB_COMPANION_MODELS, Domain
+from pytest_pcie.reference.profiles import current_rules
 
 # Video models that may also be secondary (non-primary) video devices.
 SECONDARY_VIDEO_MODELS = frozenset({"qxl", "virtio"})
@@ -92,6 +93,12 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("controller", _ide_controller_refused, _ide_controller_message),
     Rule(
+        "watchdog",
+        lambda device, domain, position: (domain.chipset.value, device.model) in current_rules().refused_watchdogs,
+        lambda device, domain: f"unsupported configuration: {device.model} model of watchdog cannot be used with "
+        "this machine type",
+    ),
+    Rule(
         "filesystem",
         _virtiofs_refused,
         lambda device, domain: "unsupported configuration: 'virtiofs' requires shared memory",
@@ -114,6 +121,7 @@ def validate_domain(domain: Domain) -> None:
         raise LibvirtError(
             "unsupported configuration: a 'none' video type must be the only video device defined for the domain"
         )
+    check_watchdog_actions(domain)
     disks = [device for device in domain.devices if device.kind == "disk"]
     for number, disk in enumerate(disks):
         for other in disks[number + 1 :]:
@@ -121,6 +129,15 @@ def validate_domain(domain: Domain) -> None:
     sources = [_host_source(device) for device in domain.devices if device.kind == "hostdev"]
     if len([source for source in sources if source is not None]) != len({s for s in sources if s is not None}):
         raise LibvirtError("XML error: Hostdev already exists in the domain configuration")
+
+
+def check_watchdog_actions(domain: Domain) -> None:
+    """Where a domain may hold several watchdogs, QEMU takes one action for all of them."""
+    actions = {device.element.get("action") or "reset" for device in domain.of_kind("watchdog")}
+    if len(actions) > 1 and current_rules().watchdog_actions_must_agree:
+        raise LibvirtError(
+            "unsupported configuration: watchdogs with different actions are not supported with this QEMU binary"
+        )
 
 
 def validate_start(domain: Domain) -> None:
