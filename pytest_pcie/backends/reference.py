@@ -6,7 +6,7 @@ from pytest_pcie import reference
 from pytest_pcie.cases import Action, Case
 from pytest_pcie.domain import prepare_domain
 from pytest_pcie.outcome import Failure, Outcome
-from pytest_pcie.reference.profiles import NEWEST_PROFILE, Profile, profile_named, using_profile
+from pytest_pcie.reference.profiles import NEWEST_PROFILE, Profile, profile_for, profile_named, using_profile
 from pytest_pcie.versions import Version
 
 
@@ -18,6 +18,12 @@ class ReferenceBackend:
 
     def __init__(self, profile: str | None = None) -> None:
         self.profile: Profile = NEWEST_PROFILE if profile is None else profile_named(profile)
+
+    @classmethod
+    def matching(cls, libvirt: Version) -> ReferenceBackend:
+        """The reference to compare a daemon of version ``libvirt`` with: the profile of that
+        release, or of the newest release before it (UnknownProfile when it is older than all)."""
+        return cls(profile_for(libvirt).name)
 
     @property
     def version(self) -> Version:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pytest_pcie.backends.base import Backend, BackendUnavailable
+from pytest_pcie.backends.base import Backend, BackendUnavailable, backend_version
 from pytest_pcie.backends.reference import ReferenceBackend
 from pytest_pcie.cases import CaseError, Operation
 from pytest_pcie.fuzz.recheck import recheck
@@ -21,6 +21,7 @@ from pytest_pcie.fuzz.runner import DEFAULT_MAX_WRITTEN, PassOptions, findings_t
 from pytest_pcie.fuzz.shrink import DEFAULT_BUDGET
 from pytest_pcie.fuzz.strategies import MIXED, PROFILES
 from pytest_pcie.machines import MACHINE_FAMILIES
+from pytest_pcie.reference.profiles import UnknownProfile
 
 EXIT_AGREED, EXIT_DISAGREED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URI = "qemu:///system"
@@ -35,8 +36,16 @@ def _libvirt_backend(uri: str) -> Backend:
     return LibvirtBackend(uri)
 
 
-def _reference_backend(_uri: str) -> Backend:
-    return ReferenceBackend()
+def _reference_backend(libvirt: Backend) -> Backend:
+    """The reference profile of the daemon's release (or the newest release before it)."""
+    try:
+        return ReferenceBackend.matching(backend_version(libvirt))
+    except UnknownProfile as exc:
+        raise BackendUnavailable(str(exc)) from None
+
+
+# Builds the reference to compare with, given the libvirt backend it is compared with.
+ReferenceFactory = Callable[[Backend], Backend]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(
     argv: Sequence[str] | None = None,
-    reference_factory: BackendFactory = _reference_backend,
+    reference_factory: ReferenceFactory = _reference_backend,
     libvirt_factory: BackendFactory = _libvirt_backend,
 ) -> int:
     """Entry point of ``pcie-fuzz``; returns the exit status."""
@@ -87,9 +96,14 @@ def main(
         print(f"pcie-fuzz: error: --out {args.out} is a file; name a folder to write case folders into")
         return EXIT_USAGE
     try:
-        reference = reference_factory(args.libvirt_uri)
         libvirt = libvirt_factory(args.libvirt_uri)
     except BackendUnavailable as exc:
+        print(f"pcie-fuzz: error: {exc}")
+        return EXIT_USAGE
+    try:
+        reference = reference_factory(libvirt)
+    except BackendUnavailable as exc:
+        libvirt.close()
         print(f"pcie-fuzz: error: {exc}")
         return EXIT_USAGE
     print(f"{reference.header()}\n{libvirt.header()}", flush=True)
@@ -124,13 +138,19 @@ def main(
     return EXIT_DISAGREED if ran else EXIT_AGREED
 
 
-def _recheck(root: Path, uri: str, reference_factory: BackendFactory, libvirt_factory: BackendFactory) -> int:
+def _recheck(root: Path, uri: str, reference_factory: ReferenceFactory, libvirt_factory: BackendFactory) -> int:
     if not root.is_dir():
         print(f"pcie-fuzz: error: --recheck {root} is not a folder; name the --out folder of an earlier run")
         return EXIT_USAGE
     try:
-        reference, libvirt = reference_factory(uri), libvirt_factory(uri)
+        libvirt = libvirt_factory(uri)
     except BackendUnavailable as exc:
+        print(f"pcie-fuzz: error: {exc}")
+        return EXIT_USAGE
+    try:
+        reference = reference_factory(libvirt)
+    except BackendUnavailable as exc:
+        libvirt.close()
         print(f"pcie-fuzz: error: {exc}")
         return EXIT_USAGE
     agreed = disagreed = 0

@@ -26,7 +26,7 @@ from pytest_pcie.reference.chardev import (
     chr_source,
     find_chr,
 )
-from pytest_pcie.reference.defaults import add_defaults
+from pytest_pcie.reference.defaults import add_defaults, inherit_scsi_model
 from pytest_pcie.reference.define import format_domain
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, fill_flags
@@ -336,6 +336,8 @@ def _live_controller(domain: Domain, device: Device) -> None:
         device.element.set("index", str(device.index))
     elif domain.controller(device.ctype, device.index) is not None:
         raise LibvirtError(f"operation failed: target {device.ctype}:{device.index} already exists")
+    if current_rules().scsi_model_from_first_written:
+        inherit_scsi_model(domain, device)
 
 
 def _live_watchdog(domain: Domain, device: Device) -> None:

@@ -236,7 +236,7 @@ def _add_implicit_controllers(domain: Domain) -> None:
         for number, disk in enumerate(_disks_on(domain, bus)):
             highest = max(highest, _drive_controller(disk, number, bus))
         for index in range(highest + 1):
-            maybe_add_controller(domain, ctype, index, "lsilogic" if ctype == "scsi" else None)
+            maybe_add_controller(domain, ctype, index, None)
     for device in domain.devices:
         if device.kind in ("channel", "console") and device.model == "virtio":
             index = 0
@@ -250,7 +250,24 @@ def _add_implicit_controllers(domain: Domain) -> None:
     scsi_hostdevs = [device for device in domain.devices if device.extra.get("scsi-hostdev")]
     highest = max((int(device.extra.get("drive-controller", "0")) for device in scsi_hostdevs), default=-1)
     for index in range(highest + 1):
-        maybe_add_controller(domain, "scsi", index, "lsilogic")
+        maybe_add_controller(domain, "scsi", index, None)
+    if current_rules().scsi_model_from_first_written:
+        for controller in domain.controllers:
+            inherit_scsi_model(domain, controller)
+
+
+def inherit_scsi_model(domain: Domain, controller: Device) -> None:
+    """A SCSI controller whose XML names no model takes the model of the first SCSI controller, in
+    index order, that names one (where the profile has ``scsi_model_from_first_written``)."""
+    if controller.ctype != "scsi" or "model-written" in controller.extra:
+        return
+    named = sorted(
+        (other for other in domain.controllers if other.ctype == "scsi" and "model-written" in other.extra),
+        key=lambda other: other.index or 0,
+    )
+    if named:
+        controller.model = named[0].model
+        controller.element.set("model", controller.model)
 
 
 def _disks_on(domain: Domain, bus: str) -> list[Device]:

@@ -176,6 +176,8 @@ def read_device(element: Element) -> Device:
             raise LibvirtError("XML error: missing controller type")
         device.index = parse_int(element.get("index"), "controller index")
         written = element.get("model")
+        if written is not None:
+            device.extra["model-written"] = written  # a default model is not one a later rule may copy
         known = CONTROLLER_TYPE_MODELS.get(device.ctype)
         if written is not None and known is not None and written not in known:
             raise LibvirtError(f"unsupported configuration: Unknown model type '{written}'")

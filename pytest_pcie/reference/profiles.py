@@ -124,6 +124,9 @@ class Rules:
     unhotpluggable_disk_buses: frozenset[str] = frozenset()
     # The word in "a %s slot is needed to connect a PCI controller model=...".
     slot_needed_word: str = "PCI"
+    # Whether a SCSI controller without a model takes the model of the first one that names one
+    # (instead of lsilogic).
+    scsi_model_from_first_written: bool = False
     # Whether growing the bus table for a device that needs a pcie-to-pci-bridge slot adds a
     # root port (instead of failing "Cannot automatically add a new PCI bus").
     pcie_to_pci_bridge_gets_port: bool = False
@@ -215,6 +218,13 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
         Version(12, 8, 0),
         "A domain may hold more than one IOMMU.",
         {"single_device_messages": _without("iommu")},
+    ),
+    RuleChange(
+        "versions.scsi-model-from-first-controller",
+        Version(12, 8, 0),
+        "A SCSI controller written without a model, or added for a disk, takes the model of the first "
+        "SCSI controller (by index) that names one; lsilogic only when none does.",
+        {"scsi_model_from_first_written": True},
     ),
     RuleChange(
         "versions.pcie-to-pci-bridge-gets-a-port",
