@@ -36,6 +36,13 @@ from pytest_pcie.domain import DomainInputError, prepare_domain
 from pytest_pcie.machines import MACHINE_FAMILIES, family_of
 from pytest_pcie.normalise import machine_family, normalise
 from pytest_pcie.outcome import Outcome
+from pytest_pcie.reference.profiles import (
+    NEWEST_PROFILE,
+    PROFILES,
+    RULE_CHANGES,
+    UnknownProfile,
+    profile_named,
+)
 from pytest_pcie.tree import render_tree, summary_line
 
 EXIT_OK = 0
@@ -62,10 +69,10 @@ class _AppendStep(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
-        description="Show the PCI topology libvirt 9.0.0 gives a QEMU x86_64 domain after attach/detach steps.",
+        description="Show the PCI topology libvirt gives a QEMU x86_64 domain after attach/detach steps.",
     )
     parser.add_argument(
-        "input", metavar="INPUT.xml", help="domain XML (may be as short as <domain><devices/></domain>)"
+        "input", metavar="INPUT.xml", nargs="?", help="domain XML (may be as short as <domain><devices/></domain>)"
     )
     parser.add_argument(
         "--machine",
@@ -95,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"reference (default) or libvirt; known: {', '.join(backend_names())}",
     )
     parser.add_argument("--libvirt-uri", default=DEFAULT_LIBVIRT_URI, help=f"default {DEFAULT_LIBVIRT_URI}")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="VERSION",
+        help=f"libvirt release the reference models: {', '.join(PROFILES)} (default {NEWEST_PROFILE.name})",
+    )
+    parser.add_argument(
+        "--profiles", action="store_true", help="list the reference profiles and the rule changes of each, then exit"
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--normalize", action="store_true", help="print the normalised form goldens use")
     output.add_argument(
@@ -105,13 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.profiles:
+        sys.stdout.write(describe_profiles())
+        return EXIT_OK
+    if arguments.input is None:
+        parser.error("name the domain XML to run (INPUT.xml), or ask for --profiles")
+    if arguments.profile is not None:
+        if arguments.backend != DEFAULT_BACKEND:
+            return _fail(EXIT_BAD_INPUT, f"--profile chooses what the reference models; --backend {arguments.backend} "
+                         "is a real libvirt, whose own version counts (drop --profile)")  # fmt: skip
+        try:
+            profile_named(arguments.profile)
+        except UnknownProfile as exc:
+            return _fail(EXIT_BAD_INPUT, str(exc))
     try:
         case, machine = build_case(Path(arguments.input), arguments.machine, arguments.steps or [], arguments.live)
     except InputProblem as exc:
         return _fail(EXIT_BAD_INPUT, str(exc))
     try:
-        backend = create_backend(arguments.backend, BackendSettings(libvirt_uri=arguments.libvirt_uri))
+        settings = BackendSettings(libvirt_uri=arguments.libvirt_uri, reference_profile=arguments.profile)
+        backend = create_backend(arguments.backend, settings)
     except BackendUnavailable as exc:
         return _fail(EXIT_UNAVAILABLE, f"backend {arguments.backend!r} is unavailable: {exc}")
     try:
@@ -130,6 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_REFUSED, f"step {failure.step} ({failure.label}) refused: {failure.message}")
     sys.stdout.write(render_outcome(outcome, machine, normalised=arguments.normalize, tree=arguments.tree))
     return EXIT_OK
+
+
+def describe_profiles() -> str:
+    """The profiles, newest last, each with the rule changes it brings over the one before."""
+    lines: list[str] = []
+    for profile in PROFILES.values():
+        default = " (default)" if profile is NEWEST_PROFILE else ""
+        lines.append(f"{profile.name}: {profile.describe()}{default}")
+        for change in RULE_CHANGES:
+            if change.since == profile.libvirt:
+                lines.append(f"  {change.rule}: {change.summary}")
+    return "\n".join(lines) + "\n"
 
 
 def build_case(input_path: Path, machine: str | None, steps: list[tuple[Action, Path]], live: bool) -> tuple[Case, str]:
