@@ -60,3 +60,19 @@ def test_sizes_outside_the_table_are_refused(bench: ModuleType, capsys: pytest.C
     with pytest.raises(SystemExit):
         bench.main(["--no-libvirt", "--sizes", "7"])
     assert "choose from" in capsys.readouterr().err
+
+
+PROFILES_SCRIPT = SCRIPT.parent / "bench_profiles.py"
+
+
+def test_profile_benchmark_prints_one_row_per_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("bench_profiles", PROFILES_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--repeat", "1", "--devices", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert module.HEADER in lines
+    rows = [line.split() for line in lines if re.match(r"\s*\d+\.\d+\.\d+\s", line)]
+    assert [row[0] for row in rows] == ["9.0.0", "11.3.0", "12.8.0"]
+    assert all(row[-1] in ("ok", "OVER") and row[-2].endswith("x") for row in rows)
