@@ -18,6 +18,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write shrunk disagreements here (default: a temporary folder named in the failure)")
     group.addoption("--pcie-fuzz-time-limit", dest="pcie_fuzz_time_limit", type=float, default=None,
                     metavar="SECONDS", help="stop drawing new examples after this many seconds")
+    group.addoption("--pcie-error-pairs", dest="pcie_error_pairs", type=int, default=0, metavar="N",
+                    help="tests/test_error_order.py: run N pairs of the corpus's refused defines joined in one "
+                    "domain on the reference and on libvirt (default 0: skipped)")
     group.addoption("--pcie-fuzz-profile", dest="pcie_fuzz_profile", choices=sorted(PROFILES), default=MIXED.name,
                     help="mixed: some inputs invalid on purpose (default); valid: none invalid on purpose")
 
