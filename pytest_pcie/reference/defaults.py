@@ -15,7 +15,7 @@ from pytest_pcie.reference.elements import make_elements
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device
-from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, disk_index, read_device
+from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, disk_index, insert_controller, read_device
 from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import USB2_COMPANIONS, USB2_FUNCTIONS
 
@@ -106,15 +106,18 @@ def new_pci_controllers(domain: Domain, wanted: list[tuple[int, str]]) -> list[D
 
 
 def _order_pci_controllers_by_index(domain: Domain, first_new: int) -> None:
-    """Put the PCI controllers of ``domain.controllers`` in index order, where placement reads
-    them, when a named one has a higher index than an added one (an index gap was filled)."""
+    """Move the added PCI controllers to where libvirt's controller insert puts them: before the
+    first of their type with a higher index (so after a named controller whose index was only
+    assigned later, as it sits at the end).  Only needed when a named one has a higher index than
+    an added one, i.e. when an index gap was filled; otherwise appending is the same."""
     pci = [controller for controller in domain.controllers if controller.ctype == "pci"]
     if not any((controller.index or 0) > first_new for controller in pci if not controller.implicit):
         return
-    ordered = iter(sorted(pci, key=lambda controller: controller.index or 0))
-    domain.controllers[:] = [
-        next(ordered) if controller.ctype == "pci" else controller for controller in domain.controllers
-    ]
+    added = [controller for controller in pci if controller.implicit and (controller.index or 0) >= first_new]
+    moved = {id(controller) for controller in added}
+    domain.controllers[:] = [controller for controller in domain.controllers if id(controller) not in moved]
+    for controller in added:
+        insert_controller(domain.controllers, controller)
 
 
 def _place_controller_element(domain: Domain, element: etree._Element) -> None:
