@@ -67,7 +67,8 @@ def _set_index(controller: Device, index: int | None) -> None:
 
 
 def new_controller(domain: Domain, ctype: str, index: int, model: str | None) -> Device:
-    """Append a controller libvirt creates itself (it goes to the end of the controller list)."""
+    """Add a controller libvirt creates itself: at the end of the controller list, or among those of
+    its type where the profile says so (``added_controllers_inserted``)."""
     attributes = {"type": ctype, "index": str(index)}
     if model is not None:
         attributes["model"] = model
@@ -78,7 +79,10 @@ def new_controller(domain: Domain, ctype: str, index: int, model: str | None) ->
         device = read_device(element)
         device.implicit = True
     _place_controller_element(domain, element)
-    domain.controllers.append(device)
+    if current_rules().added_controllers_inserted:
+        insert_controller(domain.controllers, device)
+    else:
+        domain.controllers.append(device)
     return device
 
 
@@ -100,7 +104,7 @@ def new_pci_controllers(domain: Domain, wanted: list[tuple[int, str]]) -> list[D
         for (index, model), element in zip(wanted, elements, strict=True)
     ]
     domain.controllers.extend(added)
-    if current_rules().new_controllers_by_index:
+    if current_rules().added_controllers_inserted:
         _order_pci_controllers_by_index(domain, added[0].index or 0)
     return added
 

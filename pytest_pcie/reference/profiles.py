@@ -91,9 +91,12 @@ class Rules:
     one of, or the word in a message.  :data:`RULE_CHANGES` says which release set which value.
     """
 
-    # PCI controllers the assigner adds are placed after (False) or among (True, by index) the
-    # controllers the XML names, which decides who gets the lower slots when indexes had a gap.
-    new_controllers_by_index: bool = False
+    # Controllers libvirt adds itself (PCI controllers filling index gaps, disk, virtio-serial and
+    # other implicit controllers) go to the end of the controller list (False), or where libvirt's
+    # controller insert puts them (True): before the first of their type with a higher index, else
+    # after the last of their type.  Addresses are handed out in list order, so this decides who
+    # gets the lower slots.
+    added_controllers_inserted: bool = False
     # Kinds the parser allows once per domain, with the message for a second one.
     single_device_messages: Mapping[str, str] = field(
         default_factory=lambda: {
@@ -173,9 +176,10 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
     RuleChange(
         "versions.controllers-addressed-by-index",
         Version(11, 3, 0),
-        "PCI controllers added to fill index gaps are addressed in index order with the ones the XML names, "
-        "so a lower index gets the lower slot (9.0.0 addressed the named ones first).",
-        {"new_controllers_by_index": True},
+        "Controllers libvirt adds (PCI controllers filling index gaps, implicit disk and virtio-serial "
+        "controllers) are inserted among those of their type instead of appended, so they are addressed "
+        "before the controllers of later types (9.0.0 addressed every named controller first).",
+        {"added_controllers_inserted": True},
     ),
     RuleChange(
         "versions.several-watchdogs",
