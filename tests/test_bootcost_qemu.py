@@ -1,0 +1,120 @@
+"""The QEMU command line pcie-bootcost builds for a topology (no boot: tests/test_bootcost_boot.py boots)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_pcie.bootcost import boot, qemu
+from pytest_pcie.bootcost.topology import load_topology
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARE = Path("/nonexistent-share")
+
+
+def devices(layout: qemu.Layout) -> list[dict[str, object]]:
+    arguments = layout.arguments
+    return [json.loads(arguments[i + 1]) for i, word in enumerate(arguments) if word == "-device"]
+
+
+def by_id(layout: qemu.Layout) -> dict[object, dict[str, object]]:
+    return {device["id"]: device for device in devices(layout)}
+
+
+def test_root_ports_and_devices_of_a_q35_golden() -> None:
+    topology = load_topology(ROOT / "golden/libguestfs/appliance-untweaked/q35.xml")
+    layout = qemu.layout(topology, SHARE)
+    found = by_id(layout)
+    assert found["pci.1"] == {
+        "driver": "pcie-root-port", "id": "pci.1", "chassis": 1, "port": 8, "bus": "pcie.0", "addr": "0x1",
+        "multifunction": True,
+    }  # fmt: skip
+    assert found["pci.6"] == {"driver": "pcie-root-port", "id": "pci.6", "chassis": 6, "port": 13, "bus": "pcie.0",
+                              "addr": "0x1.0x5"}  # fmt: skip
+    drivers = {device["driver"]: device["bus"] for device in devices(layout)}
+    assert drivers["virtio-scsi-pci"] == "pci.1" and drivers["qemu-xhci"] == "pci.2"
+    assert drivers["virtio-rng-pci"] == "pci.5"
+    assert layout.builtin == ["controller sata 0 at 00:1f.2"]  # q35's own AHCI is not passed again
+    assert "ich9-ahci" not in drivers
+    assert layout.devices == 11 and not layout.dropped
+    assert {"ahci", "virtio_pci", "virtio_scsi", "xhci_pci", "virtio_rng"} <= set(layout.modules)
+
+
+def test_pc_bridge_gets_its_chassis_number_and_the_nic_a_hub_port() -> None:
+    layout = qemu.layout(load_topology(ROOT / "golden/controllers/pc-pci-bridge-no-index/pc.xml"), SHARE)
+    found = by_id(layout)
+    assert found["pci.1"] == {"driver": "pci-bridge", "id": "pci.1", "chassis_nr": 1, "bus": "pci.0", "addr": "0x2"}
+    assert found["interface0"]["netdev"] == "net-interface0"
+    assert "hubport,id=net-interface0,hubid=1" in layout.arguments
+
+
+def test_hostdev_is_dropped_and_reported() -> None:
+    layout = qemu.layout(load_topology(ROOT / "golden/scenarios/09-offline-attach-vfio-hostdev/q35.xml"), SHARE)
+    assert [dropped.label for dropped in layout.dropped] == ["hostdev pci at 02:00.0"]
+    assert "VFIO" in layout.dropped[0].reason
+
+
+def test_command_line_puts_mode_guest_and_topology_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(boot.shutil, "which", lambda name: f"/opt/{name}")
+    layout = qemu.Layout(arguments=["-device", '{"driver":"pcie-root-port"}'])
+    files = boot.GuestFiles(Path("/c/vmlinux"), Path("/c/initrd.cpio"))
+    command = boot.command_line("q35", layout, files, ["virtio", "virtio_pci"], boot.Settings(), tmp_path / "c.log")
+    assert command[:7] == [
+        "/opt/qemu-system-x86_64",
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-icount",
+        "shift=0,sleep=off",
+    ]
+    assert command[command.index("-kernel") + 1] == "/c/vmlinux"
+    assert command[command.index("-initrd") + 1] == "/c/initrd.cpio"
+    append = command[command.index("-append") + 1].split()
+    assert "bootcost.load=virtio,virtio_pci" in append and "initcall_debug" in append
+    assert command[-2:] == layout.arguments
+    kvm = boot.command_line("pc", layout, files, [], boot.Settings(mode=boot.Mode.KVM), tmp_path / "c.log")
+    assert kvm[1:7] == ["-machine", "pc", "-accel", "kvm", "-cpu", "host"]
+    assert not any(word.startswith("bootcost.load") for word in kvm[kvm.index("-append") + 1].split())
+
+
+def test_numa_node_of_an_expander_bus_gives_the_guest_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(boot.shutil, "which", lambda name: name)
+    files = boot.GuestFiles(Path("k"), Path("i"))
+    command = boot.command_line("q35", qemu.Layout(numa_nodes=2), files, [], boot.Settings(), tmp_path / "c")
+    assert "node,nodeid=1,memdev=ram-node1" in command
+    assert "memory-backend-ram,id=ram-node0,size=128M" in command
+
+
+def test_qemu_message_is_its_last_error_without_the_program_name() -> None:
+    stderr = (
+        "/usr/bin/qemu-system-x86_64: warning: short-form boolean option deprecated\n"
+        '/usr/bin/qemu-system-x86_64: -device {"driver":"virtio-net-pci","bus":"pci.9"}: Bus \'pci.9\' not found\n'
+    )
+    assert boot.qemu_message(stderr) == '-device {"driver":"virtio-net-pci","bus":"pci.9"}: Bus \'pci.9\' not found'
+    assert boot.qemu_message("") == "(no message; exit status only)"
+
+
+def test_a_refused_topology_raises_with_qemus_message(tmp_path: Path) -> None:
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text("#!/bin/sh\necho \"$0: -device pcie-root-port: Bus 'pcie.7' not found\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(
+        boot.BootError, match=r"^QEMU refused the topology: -device pcie-root-port: Bus 'pcie.7' not fo"
+    ):
+        boot.run([str(fake)], tmp_path / "console.log", boot.Settings())
+
+
+@pytest.mark.skipif(shutil.which(boot.QEMU) is None, reason="QEMU is not installed")
+def test_every_driver_of_the_table_is_known_to_this_qemu() -> None:
+    known = subprocess.run([boot.QEMU, "-device", "help"], capture_output=True, text=True, check=True).stdout
+    names = {line.split('"')[1] for line in known.splitlines() if line.startswith("name ")}
+    wanted = {row.driver for row in qemu.DEVICES.values()} | {
+        row.secondary for row in qemu.DEVICES.values() if row.secondary
+    }
+    wanted |= {f"virtio-net-pci{suffix}" for suffix in qemu.VARIANTS.values()}
+    assert sorted(wanted - names) == []
