@@ -7,6 +7,8 @@ Public API (stable):
 * :func:`attach` — attach one device, offline (``--config``) or live (hotplug).
 * :func:`detach` — detach one device from the persistent definition.
 * :class:`LibvirtError` — raised, with libvirt's exact message text, where libvirt refuses.
+* :class:`Policy` — the topology choices a fork may change (defaults: upstream's); every function
+  takes ``policy=`` to apply one (see :mod:`pytest_pcie.reference.policy`).
 """
 
 from __future__ import annotations
@@ -14,29 +16,34 @@ from __future__ import annotations
 from pytest_pcie.reference import attach as _attach
 from pytest_pcie.reference import define as _define
 from pytest_pcie.reference.errors import LibvirtError
+from pytest_pcie.reference.policy import Policy, current_policy, using_policy
 
-__all__ = ["LibvirtError", "attach", "define", "detach", "start"]
+__all__ = ["LibvirtError", "Policy", "attach", "current_policy", "define", "detach", "start", "using_policy"]
 
 
-def define(domain_xml: str) -> str:
+def define(domain_xml: str, *, policy: Policy | None = None) -> str:
     """Return the domain XML libvirt would store after ``virsh define``: defaults added, PCI
     controllers auto-added and every PCI address filled in."""
-    return _define.define(domain_xml)
+    with using_policy(policy):
+        return _define.define(domain_xml)
 
 
-def start(domain_xml: str) -> str:
+def start(domain_xml: str, *, policy: Policy | None = None) -> str:
     """Return the live XML of a guest started from the stored definition ``domain_xml``: libvirt
     runs post-parse on it again (no address changes), then refuses what QEMU's command line cannot
     express, such as a USB companion without a master of its index."""
-    return _define.start(domain_xml)
+    with using_policy(policy):
+        return _define.start(domain_xml)
 
 
-def attach(domain_xml: str, device_xml: str, *, live: bool) -> str:
+def attach(domain_xml: str, device_xml: str, *, live: bool, policy: Policy | None = None) -> str:
     """Attach ``device_xml`` to ``domain_xml`` (a define output, or the running guest's XML when
     ``live``) and return the resulting XML."""
-    return _attach.attach(domain_xml, device_xml, live=live)
+    with using_policy(policy):
+        return _attach.attach(domain_xml, device_xml, live=live)
 
 
-def detach(domain_xml: str, device_xml: str) -> str:
+def detach(domain_xml: str, device_xml: str, *, policy: Policy | None = None) -> str:
     """Detach the device matching ``device_xml`` from the persistent definition ``domain_xml``."""
-    return _attach.detach(domain_xml, device_xml)
+    with using_policy(policy):
+        return _attach.detach(domain_xml, device_xml)
