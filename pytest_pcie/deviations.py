@@ -6,7 +6,7 @@ ini key ``pcie_deviations``) that sets policy parameters of the reference model:
     # our libvirt adds no spare root port to a new q35 guest
     spare_root_ports = 0
 
-Every key is a field of :class:`pytest_pcie.reference.policy.Policy`; docs/deviations.md lists
+Every key is a field of :class:`pytest_pcie.reference.policy.Policy`; docs/forks.md lists
 each one with its type, default and the cases it affects.  The reference then predicts the fork's
 topology: a case whose prediction under the fork's policy differs from the one under upstream's
 *deviates* and is judged against that prediction (or against the fork's own golden for it), and
@@ -45,7 +45,7 @@ from pytest_pcie.reference.policy import (
 )
 
 DEVIATIONS_FILE = "pcie-deviations.toml"
-DOCS_PAGE = "docs/deviations.md"
+DOCS_PAGE = "docs/forks.md"
 
 
 class DeviationError(Exception):
@@ -137,7 +137,7 @@ class Deviations:
 
     def summary(self) -> str:
         """``spare_root_ports = 0`` (every declared parameter), or ``none`` for an empty file."""
-        return ", ".join(f"{name} = {_toml_value(value)}" for name, value in self.policy.deviations().items()) or "none"
+        return ", ".join(f"{name} = {toml_value(value)}" for name, value in self.policy.deviations().items()) or "none"
 
     def applied(self) -> AbstractContextManager[Policy]:
         """A context in which the reference backend models the fork (the libvirt backend never
@@ -166,7 +166,7 @@ class Deviations:
             if golden.canonical_text(predict(case, machine, alone)) != golden.canonical_text(
                 predict(case, machine, UPSTREAM)
             ):
-                found.append(f"{name} = {_toml_value(value)}")
+                found.append(f"{name} = {toml_value(value)}")
         return found
 
 
@@ -195,8 +195,8 @@ def load_deviations(path: Path, how: str = "--pcie-deviations or the ini key pci
             parameter.kind is not int and not isinstance(value, parameter.kind)
         ):
             raise DeviationError(
-                f"{path}: {key} = {_toml_value(value)} has the wrong type; it takes {parameter.type_name} "
-                f"(upstream: {key} = {_toml_value(parameter.default)})"
+                f"{path}: {key} = {toml_value(value)} has the wrong type; it takes {parameter.type_name} "
+                f"(upstream: {key} = {toml_value(parameter.default)})"
             )
         values[key] = value
     try:
@@ -227,9 +227,9 @@ class Explanation:
         rule = f"rule {parameter.rule}" + (f' ("{title}")' if title else "")
         was = getattr(declared, self.name)
         return [
-            f"this is what the reference predicts with {self.name} = {_toml_value(self.value)} instead of "
-            f"{_toml_value(was)}: the libvirt under test breaks {rule}",
-            f"if it does so on purpose, declare `{self.name} = {_toml_value(self.value)}` in a deviations file "
+            f"this is what the reference predicts with {self.name} = {toml_value(self.value)} instead of "
+            f"{toml_value(was)}: the libvirt under test breaks {rule}",
+            f"if it does so on purpose, declare `{self.name} = {toml_value(self.value)}` in a deviations file "
             "(--pcie-deviations, see docs/forks.md)",
         ]
 
@@ -282,7 +282,7 @@ def affected(cases: Sequence[Case], policy: Policy) -> list[tuple[str, str]]:
     ]
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

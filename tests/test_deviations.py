@@ -262,3 +262,10 @@ def test_deviation_goldens_need_their_file_and_a_folder_of_their_own(
     result = project.runpytest(*QUIET, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {line}"])
+
+
+def test_the_forks_page_documents_every_parameter() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "forks.md").read_text()
+    for name, parameter in PARAMETERS.items():
+        assert f"### `{name}`" in page
+        assert f"| {parameter.type_name} | `" in page

@@ -67,7 +67,7 @@ MAX_COUNT = 8
 
 UPSTREAM = Policy()
 
-# The rule of rules.toml each parameter changes (docs/deviations.md lists the cases that pin it).
+# The rule of rules.toml each parameter changes (docs/forks.md lists the cases it changes).
 PARAMETER_RULES: dict[str, str] = {
     "spare_root_ports": "policy.spare-port",
     "pack_root_ports": "q35.root-ports-aggregate",
