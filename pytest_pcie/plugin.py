@@ -28,10 +28,18 @@ from pytest_pcie.backends import (
 )
 from pytest_pcie.backends.base import backend_version
 from pytest_pcie.cases import CASE_FILE, INPUT_FILE, Case, CaseError, load_case
+from pytest_pcie.deviations import DeviationError, Deviations, applied, explain, load_deviations, load_rule_titles
 from pytest_pcie.divergences import Divergence, DivergenceError, load_divergences
 from pytest_pcie.normalise import normalise
 from pytest_pcie.outcome import Outcome
-from pytest_pcie.reference.profiles import NEWEST_PROFILE, PROFILES, UnknownProfile, profile_named
+from pytest_pcie.reference.profiles import (
+    NEWEST_PROFILE,
+    PROFILES,
+    UnknownProfile,
+    profile_for,
+    profile_named,
+    using_profile,
+)
 from pytest_pcie.upgrade import compare_stored
 from pytest_pcie.versions import BASE_VERSION, Version
 
@@ -43,6 +51,7 @@ OPTION_DESTS = (
     "pcie_diff_dir",
     "pcie_upgrade",
     "pcie_profile",
+    "pcie_deviations",
 )
 WORKER_OUTPUT_KEY = "pcie"
 INCOMPLETE_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
@@ -107,6 +116,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="for each failing case write DIR/<case id>/<machine>.expected.svg, .actual.svg and .html",
     )
+    group.addoption(
+        "--pcie-deviations",
+        dest="pcie_deviations",
+        default=None,
+        metavar="FILE",
+        help="a fork's declared deviations (TOML, docs/forks.md): cases they change are judged against the "
+        "reference's prediction for the fork, every other case against the shipped goldens",
+    )
+    group.addoption(
+        "--pcie-deviation-goldens",
+        dest="pcie_deviation_goldens",
+        default=None,
+        metavar="DIR",
+        help="the fork's own goldens for the cases its deviations change: judged against when present, "
+        "written there (never into the shipped goldens) by --pcie-update-goldens",
+    )
+    parser.addini("pcie_deviations", "a fork's declared deviations file, relative to the rootdir")
+    parser.addini("pcie_deviation_goldens", "folder of the fork's goldens for deviating cases, relative to the rootdir")
     parser.addini("pcie_cases", "folder of case folders, relative to the rootdir (setting it enables pytest-pcie)")
     parser.addini("pcie_goldens", "folder of goldens, relative to the rootdir", default="golden")
     parser.addini("pcie_known_divergences", "TOML file listing known backend divergences, relative to the rootdir")
@@ -127,6 +154,8 @@ class Settings:
     diff_dir: Path | None = None
     upgrade_from: str | None = None
     profiles: tuple[str, ...] = ()  # reference profiles asked for; () means the newest
+    deviations_file: Path | None = None
+    deviation_goldens: Path | None = None
 
     @property
     def target_specs(self) -> tuple[str, ...]:
@@ -161,6 +190,8 @@ class Settings:
             diff_dir=(config.invocation_params.dir / diff_dir).resolve() if diff_dir else None,
             upgrade_from=config.getoption("pcie_upgrade"),
             profiles=_profiles(config.getoption("pcie_profile") or []),
+            deviations_file=_path_setting(config, "pcie_deviations"),
+            deviation_goldens=_path_setting(config, "pcie_deviation_goldens"),
         )
 
 
@@ -177,6 +208,15 @@ def _profiles(asked: list[str]) -> tuple[str, ...]:
             except UnknownProfile as exc:
                 raise pytest.UsageError(f"--pcie-profile: {exc}") from None
     return tuple(sorted(dict.fromkeys(names), key=Version.parse))
+
+
+def _path_setting(config: pytest.Config, name: str) -> Path | None:
+    """A path given as option (relative to where pytest was started) or ini key (to the rootdir)."""
+    option = config.getoption(name)
+    if option:
+        return (config.invocation_params.dir / str(option)).resolve()
+    ini = str(config.getini(name) or "")
+    return (config.rootpath / ini).resolve() if ini else None
 
 
 class PcieFailure(Exception):
@@ -264,6 +304,9 @@ class PcieSession:
     prune_refused: bool = False  # --pcie-prune-goldens on a run that does not see every case
     worker_headers: set[str] = field(default_factory=set)  # on the xdist controller: what workers ran
     upgrade_added: dict[str, list[str]] = field(default_factory=dict)  # test id -> devices an upgrade added
+    deviations: Deviations | None = None  # --pcie-deviations: the fork's declared policy
+    deviated: dict[str, str] = field(default_factory=dict)  # test id -> what it was judged against, and why
+    rule_titles: dict[str, str] = field(default_factory=dict)  # rules.toml beside the cases folder
 
     @property
     def is_worker(self) -> bool:
@@ -342,6 +385,7 @@ class PcieSession:
                 self.divergences = load_divergences(self.settings.divergences_file, self.settings.cases_root, known)
             except DivergenceError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        self._load_deviations()
         if self.is_controller:
             return
         try:
@@ -351,6 +395,26 @@ class PcieSession:
                 raise pytest.UsageError(str(exc)) from None
             # An xdist worker cannot stop the run from here; its first case fails with the line and
             # sets shouldstop, which xdist passes to the controller ("Interrupted: ...").
+
+    def _load_deviations(self) -> None:
+        """Read the deviations file (bad input stops the run with one line, before any case)."""
+        settings = self.settings
+        self.rule_titles = load_rule_titles(settings.cases_root.parent / "rules.toml")
+        if settings.deviation_goldens is not None and settings.deviations_file is None:
+            raise pytest.UsageError(
+                "--pcie-deviation-goldens (pcie_deviation_goldens) needs the deviations file it belongs to: "
+                "add --pcie-deviations FILE"
+            )
+        if settings.deviation_goldens is not None and settings.deviation_goldens == settings.goldens_root:
+            raise pytest.UsageError(
+                f"{settings.deviation_goldens}: the deviation goldens must be a folder of the fork's own, "
+                "not the shipped goldens; pass another --pcie-deviation-goldens"
+            )
+        if settings.deviations_file is not None:
+            try:
+                self.deviations = load_deviations(settings.deviations_file)
+            except DeviationError as exc:
+                raise pytest.UsageError(str(exc)) from None
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         try:
@@ -365,6 +429,7 @@ class PcieSession:
                 "expected": sorted(self.expected_goldens),
                 "headers": self.headers,
                 "upgrade_added": self.upgrade_added,
+                "deviated": self.deviated,
             }
 
     def pytest_unconfigure(self) -> None:
@@ -385,6 +450,8 @@ class PcieSession:
         lines = [*lines, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
         if self.known_divergences:
             lines.append(f"pcie known divergences for {self.divergence_subject}: {len(self.known_divergences)}")
+        if self.deviations is not None:
+            lines.append(f"pcie declared deviations: {self.deviations.summary()} ({self.deviations.path})")
         return lines
 
     @property
@@ -430,6 +497,7 @@ class PcieSession:
         self.expected_goldens.update(output["expected"])
         self.worker_headers.update(output["headers"])
         self.upgrade_added.update(output["upgrade_added"])
+        self.deviated.update(output.get("deviated", {}))
 
     # --- goldens at the end ----------------------------------------------------------------------------
 
@@ -452,11 +520,13 @@ class PcieSession:
 
     def _drop_redundant_overrides(self) -> None:
         """After an update: each (case, machine) it wrote keeps each version difference once."""
-        root = self.settings.goldens_root
-        keys = sorted({Path(golden.golden_key(root, Path(path))) for path in self.updates})
-        for key in keys:
-            for path in golden.drop_redundant_overrides(root, key.parent.as_posix(), key.stem):
-                self.updates[str(path)] = golden.UpdateStatus.REMOVED.value
+        for root in (self.settings.goldens_root, self.settings.deviation_goldens):
+            if root is None:
+                continue
+            written = [Path(path) for path in self.updates if Path(path).is_relative_to(root)]
+            for key in sorted({Path(golden.golden_key(root, path)) for path in written}):
+                for path in golden.drop_redundant_overrides(root, key.parent.as_posix(), key.stem):
+                    self.updates[str(path)] = golden.UpdateStatus.REMOVED.value
 
     def _is_full_run(self) -> bool:
         """True when every case was collected: the run covers the cases folder and selects nothing."""
@@ -512,6 +582,14 @@ class PcieSession:
             terminalreporter.section("pcie upgrade: devices a newer libvirt added (allowed, in free slots)")
             for test_id, added in sorted(self.upgrade_added.items()):
                 write(f"  {test_id}: {'; '.join(added)}")
+        if self.deviations is not None:
+            terminalreporter.section("pcie declared deviations")
+            write(
+                f"{self.shown(str(self.deviations.path))}: {self.deviations.summary()}: {len(self.deviated)} item(s) "
+                "judged against the fork's expectation, every other one against the shipped goldens"
+            )
+            for test_id, source in sorted(self.deviated.items()):
+                write(f"  {test_id}: {source}")
         if self.prune_refused:
             write("pcie: --pcie-prune-goldens deleted nothing: only a full run (no path, -k, -m or --lf selection) may")
 
@@ -597,24 +675,81 @@ class CaseItem(_CaseOnMachine):
 
     def runtest(self) -> None:
         target = self._targets()[self.target]
-        outcome = target.backend.run(self.case, self.machine)
+        # Predictions of the reference (declared deviations) are made for the release under test.
+        with using_profile(profile_for(target.version)):
+            self._run_on(target)
+
+    def _run_on(self, target: Target) -> None:
+        deviations = self.pcie.deviations
+        with applied(deviations):  # the reference backend then models the fork
+            outcome = target.backend.run(self.case, self.machine)
         document = normalise(outcome, self.machine)
         version = target.version
-        problems = self._expect_error_problems(outcome.failure.message if outcome.failure else None, version)
-        if self.pcie.settings.update and self.divergence is None:
-            root = self.pcie.settings.goldens_root
-            status, path = golden.update_versioned_golden(root, self.case.case_id, self.machine, version, document)
+        settings = self.pcie.settings
+        fork = deviations.expected(self.case, self.machine) if deviations is not None else None
+        problems = []
+        if fork is None:  # a deviating case's expectation already holds the fork's error, if any
+            problems = self._expect_error_problems(outcome.failure.message if outcome.failure else None, version)
+        own_root = settings.goldens_root if fork is None else settings.deviation_goldens
+        if settings.update and self.divergence is None and own_root is not None:
+            status, path = golden.update_versioned_golden(own_root, self.case.case_id, self.machine, version, document)
             self.pcie.updates[str(path)] = status.value
+        elif fork is not None:
+            assert deviations is not None
+            problems += self._deviation_problems(document, version, deviations, fork)
         else:
             problems += self._golden_problems(document, version)
         if problems:
-            raise PcieFailure("\n".join(problems + self._write_diff(document, problems, version)))
+            raise PcieFailure("\n".join(problems + self._write_diff(document, problems, version, fork)))
+
+    def _deviation_problems(
+        self, actual: etree._Element, version: Version, deviations: Deviations, fork: etree._Element
+    ) -> list[str]:
+        """Judge a case the declared deviations change: against the fork's own golden for it when
+        there is one, else against the reference's prediction under the fork's policy."""
+        causes = ", ".join(deviations.causes(self.case, self.machine)) or deviations.summary()
+        expected, source = fork, f"the reference's prediction with {causes}"
+        root = self.pcie.settings.deviation_goldens
+        found = None
+        if root is not None:
+            try:
+                found = golden.resolve_golden(root, self.case.case_id, self.machine, version)
+                if found is not None:
+                    expected = golden.read_golden(found[1])
+            except golden.GoldenError as exc:
+                return [str(exc)]
+        if found is not None:
+            source = f"{self.pcie.shown(str(found[1]))} (the fork's golden; deviates by {causes})"
+        self.pcie.deviated[self.name] = source
+        if golden.canonical_text(expected) == golden.canonical_text(actual):
+            return []
+        return [
+            f"{self.case.case_id} on {self.machine} with libvirt {version} differs from {source}, "
+            f"declared in {self.pcie.shown(str(deviations.path))}:",
+            *self._rule_lines(actual),
+            *golden.describe_mismatch(expected, actual),
+        ]
+
+    def _rule_lines(self, actual: etree._Element) -> list[str]:
+        """Which policy parameter the result would follow, in the words of its rule, and the rules
+        the case pins (from rules.toml beside the cases, when it is there)."""
+        declared = self.pcie.deviations.policy if self.pcie.deviations is not None else None
+        titles = self.pcie.rule_titles
+        lines = []
+        for explanation in explain(self.case, self.machine, actual, declared):
+            lines += explanation.lines(titles, declared)
+        if self.case.rules:
+            pinned = ", ".join(f'{rule} ("{titles[rule]}")' if titles.get(rule) else rule for rule in self.case.rules)
+            lines.append(f"rules this case pins: {pinned}")
+        return lines
 
     def _golden_for(self, version: Version) -> Path | None:
         found = golden.resolve_golden(self.pcie.settings.goldens_root, self.case.case_id, self.machine, version)
         return None if found is None else found[1]
 
-    def _write_diff(self, actual: etree._Element, problems: list[str], version: Version) -> list[str]:
+    def _write_diff(
+        self, actual: etree._Element, problems: list[str], version: Version, fork: etree._Element | None = None
+    ) -> list[str]:
         """Pictures for --pcie-diff-dir; a known divergence (xfail) needs no attention, so gets none.
 
         Returns a line for the report when the pictures cannot be written: the verdict stands either way.
@@ -627,6 +762,8 @@ class CaseItem(_CaseOnMachine):
             expected = golden.read_golden(path) if path is not None else None
         except golden.GoldenError:
             expected = None
+        if fork is not None:
+            expected = fork
         backend = self.pcie.settings.backend_name
         try:
             diffdir.write_diff(diff_dir, self.case.case_id, self.machine, expected, actual, problems, backend)
@@ -662,6 +799,7 @@ class CaseItem(_CaseOnMachine):
             return []
         lines = [
             f"{self.case.case_id} on {self.machine} with libvirt {version} differs from {shown}:",
+            *self._rule_lines(actual),
             *golden.describe_mismatch(expected, actual),
         ]
         lines.append(f"if real libvirt {version} agrees with the actual result: {update_hint}")

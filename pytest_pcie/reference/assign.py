@@ -19,6 +19,7 @@ from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, de
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, PciAddress, child, write_pci_addresses
 from pytest_pcie.reference.parse import Domain
+from pytest_pcie.reference.policy import current_policy
 from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_MODELS, USB2_FUNCTIONS, Connect
 
 # Addresses a chipset always occupies with devices that are not in the XML.
@@ -110,11 +111,14 @@ def _plan(domain: Domain, buses: int, max_index: int) -> int:
     """Pass 1: grow a dry-run table and add a controller for every bus it had to add."""
     addresses = build_set(domain, buses, dry_run=True)
     fixed_chipset_slots(domain, addresses)
+    policy = current_policy()
     if domain.has_pci_root and not all(bus.fully_reserved() for bus in addresses.buses):
-        addresses.reserve_next(PCI_FLAGS)  # placeholder: keep one slot for a future bridge
+        for _ in range(policy.pc_free_slots):
+            addresses.reserve_next(PCI_FLAGS)  # placeholder: keep a slot for a future bridge
     _assign_classes(domain, addresses)
     if max_index <= 0 and addresses.count > max_index + 1 and domain.has_pcie_root:
-        addresses.reserve_next(PCIE_FLAGS)  # the spare root port for hotplug
+        for _ in range(policy.spare_root_ports):
+            addresses.reserve_next(PCIE_FLAGS)  # the spare root port(s) for hotplug
     existing = {controller.index for controller in domain.pci_controllers()}
     index = 1
     while index < addresses.count:

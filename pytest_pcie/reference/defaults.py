@@ -16,11 +16,14 @@ from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device
 from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, disk_index, insert_controller, read_device
+from pytest_pcie.reference.policy import current_policy
 from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import USB2_COMPANIONS, USB2_FUNCTIONS
 
-# Default USB controller model at index 0 per chipset ("" = libvirt's per-device default, piix3-uhci).
-DEFAULT_USB: dict[Chipset, str | None] = {Chipset.I440FX: "piix3-uhci", Chipset.Q35: "qemu-xhci", Chipset.NONE: None}
+# Default USB controller model at index 0 per chipset: the Policy field that holds it (None: no USB).
+DEFAULT_USB: dict[Chipset, str | None] = {
+    Chipset.I440FX: "default_usb_pc", Chipset.Q35: "default_usb_q35", Chipset.NONE: None,
+}
 ROOT_MODEL: dict[Chipset, str | None] = {Chipset.I440FX: "pci-root", Chipset.Q35: "pcie-root", Chipset.NONE: None}
 
 
@@ -162,9 +165,10 @@ def _add_implicit_inputs(domain: Domain) -> None:
 
 
 def _add_default_usb(domain: Domain) -> None:
-    model = DEFAULT_USB[domain.chipset]
-    if model is None or domain.controller("usb", 0) is not None:
+    parameter = DEFAULT_USB[domain.chipset]
+    if parameter is None or domain.controller("usb", 0) is not None:
         return
+    model: str = getattr(current_policy(), parameter)
     new_controller(domain, "usb", 0, model)
     if model == "ich9-ehci1":
         for companion in USB2_COMPANIONS:

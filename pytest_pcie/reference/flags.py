@@ -12,6 +12,7 @@ from functools import lru_cache
 from pytest_pcie.reference.hostpci import is_pci_express
 from pytest_pcie.reference.model import Device, parse_int
 from pytest_pcie.reference.parse import Domain
+from pytest_pcie.reference.policy import current_policy
 from pytest_pcie.reference.tables import CONTROLLER_MODELS, NET_MODELS, NONE, Connect, Link, device_link
 
 PCI_FLAGS = Connect.PCI_DEVICE | Connect.AUTOASSIGN
@@ -38,7 +39,9 @@ def connect_flags(device: Device, pcie: Connect) -> Connect:
     """Connect flags of one device, given what a PCIe endpoint means on this machine."""
     if device.is_pci_controller:
         row = CONTROLLER_MODELS.get(device.model)
-        return row.needs if row is not None else NONE
+        if row is None:
+            return NONE
+        return row.needs if current_policy().pack_root_ports else row.needs & ~Connect.AGGREGATE_SLOT
     if device_class(device) == "hostdev":
         return _hostdev_flags(device, pcie)
     kind = f"controller:{device.ctype}" if device.kind == "controller" else device.kind
