@@ -134,7 +134,9 @@ class Deviations:
     policy: Policy
     # (case id, machine, profile) -> the fork's prediction, or None where it equals upstream's:
     # each item asks once, and the answer is the same for every backend of one release.
-    _expected: dict[tuple[str, str, str], etree._Element | None] = field(default_factory=dict, compare=False, repr=False)
+    _expected: dict[tuple[str, str, str], etree._Element | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def summary(self) -> str:
         """``spare_root_ports = 0`` (every declared parameter), or ``none`` for an empty file."""

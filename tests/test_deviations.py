@@ -34,7 +34,7 @@ class Forked(ReferenceBackend):
             return super().run(case, machine)
 
 
-register_backend("forked", lambda settings: Forked())
+register_backend("forked", lambda settings: Forked("9.0.0"))  # a fork of 9.0.0
 """
 
 NIC = "<interface type='user'><model type='virtio'/></interface>"
@@ -68,7 +68,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     make_case(pytester.path, "spare/pc-nic", machines='"pc"')
     write(pytester.path / "rules.toml", RULES)
     write(pytester.path / "pcie-deviations.toml", "# ours: no spare hotplug port\nspare_root_ports = 0\n")
-    result = pytester.runpytest(*QUIET, "--pcie-update-goldens")
+    result = pytester.runpytest(*QUIET, "--pcie-update-goldens", "--pcie-profile=9.0.0")  # the base goldens
     result.assert_outcomes(passed=2)
     return pytester
 
@@ -230,7 +230,7 @@ def test_deviation_goldens_are_written_for_deviating_cases_only_and_then_judged_
     shipped = sorted(p.as_posix() for p in (project.path / "golden").rglob("*.xml"))
     before = {path: Path(path).read_text() for path in shipped}
     args = ("--pcie-deviations=pcie-deviations.toml", "--pcie-deviation-goldens=fork-golden")
-    project.runpytest(*QUIET, *args, "--pcie-update-goldens").assert_outcomes(passed=2)
+    project.runpytest(*QUIET, *args, "--pcie-update-goldens", "--pcie-profile=9.0.0").assert_outcomes(passed=2)
     written = sorted(p.relative_to(project.path).as_posix() for p in (project.path / "fork-golden").rglob("*"))
     assert written == ["fork-golden/spare", "fork-golden/spare/q35-nic", "fork-golden/spare/q35-nic/q35.xml"]
     assert {path: Path(path).read_text() for path in shipped} == before  # ours untouched
