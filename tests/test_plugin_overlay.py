@@ -390,3 +390,15 @@ def test_given_paths_are_left_alone_with_the_shipped_corpus(pytester: pytest.Pyt
     pytester.makepyfile(test_own="def test_own():\n    pass\n")
     result = pytester.runpytest(*QUIET, "--pcie-corpus=builtin", "test_own.py")
     result.assert_outcomes(passed=1)
+
+
+def test_overlays_work_under_xdist_and_updates_from_workers_land_in_the_overlay(project: Project, fork: Fork) -> None:
+    for case_id in ("q35/a", "q35/b", "q35/c"):
+        project.case(case_id)
+        golden_of(project, domain(nic_bus=1), case_id)
+        (project.root / "cases" / case_id / "fake-output.xml").write_text(domain(nic_bus=2))
+    fork.case("fork/mine")
+    result = fork.run("-n", "2", "--pcie-update-goldens")
+    result.assert_outcomes(passed=4)
+    assert fork.goldens() == ["fork/mine/q35.xml", "q35/a/q35.xml", "q35/b/q35.xml", "q35/c/q35.xml"]
+    fork.run("-n", "2").assert_outcomes(passed=4)
