@@ -159,6 +159,8 @@ class Corpus:
     def check(self) -> None:
         """Refuse what would make a run ambiguous, before any case runs: nested layers, a case id two
         layers hold, and an overlay golden folder that names no case of any layer."""
+        if not self.layered:
+            return  # one layer cannot clash with itself, and a run without overlays pays no scan
         self._check_nesting()
         owners: dict[str, Layer] = {}
         for layer in self.layers:

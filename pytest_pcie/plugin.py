@@ -241,8 +241,8 @@ def corpus_from_settings(settings: Settings) -> corpus_layers.Corpus:
     if settings.update or settings.prune:
         reason = corpus.writable_reason()
         if reason is not None:
-            raise corpus_layers.CorpusError(reason.replace("--pcie-update-goldens", "--pcie-prune-goldens")
-                                            if not settings.update else reason)
+            prune = reason.replace("--pcie-update-goldens", "--pcie-prune-goldens")
+            raise corpus_layers.CorpusError(reason if settings.update else prune)
     return corpus
 
 
