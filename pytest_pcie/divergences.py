@@ -16,7 +16,7 @@ a stale entry would silently excuse nothing, so it is an error.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +39,13 @@ class Divergence:
     reason: str
 
 
-def load_divergences(path: Path, cases_root: Path, backends: Collection[str] = ()) -> list[Divergence]:
+def load_divergences(
+    path: Path, cases_root: Path | Sequence[Path], backends: Collection[str] = ()
+) -> list[Divergence]:
     """Read and check ``path``; every entry must name an existing case and one of its machines.
+
+    With several cases folders (an overlay's entries may name a case of the corpus below it), the
+    case may be in any of them.
 
     When ``backends`` is given, an entry must also name one of them: a misspelt backend would
     excuse nothing, silently.
@@ -55,7 +60,8 @@ def load_divergences(path: Path, cases_root: Path, backends: Collection[str] = (
     unknown = sorted(set(data) - {"divergence"})
     if unknown or not isinstance(entries, list):
         raise DivergenceError(f"{path}: only [[divergence]] tables are allowed here, found {unknown or ['divergence']}")
-    divergences = [_read_entry(path, number, entry, cases_root) for number, entry in enumerate(entries, start=1)]
+    roots = [cases_root] if isinstance(cases_root, Path) else list(cases_root)
+    divergences = [_read_entry(path, number, entry, roots) for number, entry in enumerate(entries, start=1)]
     for number, divergence in enumerate(divergences, start=1):
         if backends and divergence.backend not in backends:
             known = ", ".join(backends)
@@ -65,7 +71,7 @@ def load_divergences(path: Path, cases_root: Path, backends: Collection[str] = (
     return divergences
 
 
-def _read_entry(path: Path, number: int, entry: object, cases_root: Path) -> Divergence:
+def _read_entry(path: Path, number: int, entry: object, cases_roots: Sequence[Path]) -> Divergence:
     where = f"{path}: divergence #{number}"
     if not isinstance(entry, dict) or set(entry) != set(KEYS):
         raise DivergenceError(f"{where}: needs exactly the keys {', '.join(KEYS)}")
@@ -73,11 +79,14 @@ def _read_entry(path: Path, number: int, entry: object, cases_root: Path) -> Div
     if not all(isinstance(value, str) and value.strip() for value in values.values()):
         raise DivergenceError(f"{where}: every key needs a non-empty string")
     divergence = Divergence(values["case"], values["machine"], values["backend"], values["reason"])
-    folder = cases_root / divergence.case_id
-    if not (folder / CASE_FILE).is_file():
+    holders = [root for root in cases_roots if (root / divergence.case_id / CASE_FILE).is_file()]
+    if not holders:
+        searched = " or ".join(str(root) for root in cases_roots)
         raise DivergenceError(
-            f"{where}: case {divergence.case_id!r} does not exist under {cases_root}; remove the entry"
+            f"{where}: case {divergence.case_id!r} does not exist under {searched}; remove the entry"
         )
+    cases_root = holders[0]
+    folder = cases_root / divergence.case_id
     try:
         case = load_case(folder, cases_root)
     except CaseError:

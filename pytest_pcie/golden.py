@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -85,12 +85,25 @@ def _override_version(path: Path) -> Version:
         raise GoldenError(f"{path}: {exc}; name overrides <machine>{VERSION_MARK}<version>.xml") from None
 
 
+def layered_versions(
+    goldens_roots: Sequence[Path], case_id: str, machine: str, base: Version = BASE_VERSION
+) -> dict[Version, Path]:
+    """:func:`golden_versions` over several goldens folders stacked bottom first: a later folder's
+    file replaces an earlier one's of the same version (an overlay overrides file by file)."""
+    merged: dict[Version, Path] = {}
+    for root in goldens_roots:
+        merged.update(golden_versions(root, case_id, machine, base))
+    return merged
+
+
 def resolve_golden(
-    goldens_root: Path, case_id: str, machine: str, version: Version, base: Version = BASE_VERSION
+    goldens_root: Path | Sequence[Path], case_id: str, machine: str, version: Version, base: Version = BASE_VERSION
 ) -> tuple[Version, Path] | None:
     """The golden that holds for ``version``: its newest override not newer than it, else the plain
-    golden; None when there is none that old."""
-    return applicable(golden_versions(goldens_root, case_id, machine, base), version)
+    golden; None when there is none that old.  Several folders (bottom first) are stacked as
+    :func:`layered_versions` says."""
+    roots = [goldens_root] if isinstance(goldens_root, Path) else goldens_root
+    return applicable(layered_versions(roots, case_id, machine, base), version)
 
 
 def golden_key(goldens_root: Path, path: Path) -> str:
@@ -161,17 +174,23 @@ def update_versioned_golden(
     version: Version,
     document: etree._Element,
     base: Version = BASE_VERSION,
+    below: Sequence[Path] = (),
 ) -> tuple[UpdateStatus, Path]:
     """Record that ``version`` gives ``document``, touching only ``version``'s own file.
 
-    An override is written only where ``document`` differs from what ``version`` would inherit
-    from an older golden; an override that no longer differs is removed, so the corpus keeps
-    saying each difference once.
+    An override is written only where ``document`` differs from what ``version`` would get without
+    it (an older golden, or the file of the folders ``below``, which an overlay stacks on); an
+    override that no longer differs is removed, so the corpus keeps saying each difference once.
     """
     own = golden_path(goldens_root, case_id, machine, version, base)
-    older = {key: path for key, path in golden_versions(goldens_root, case_id, machine, base).items() if key < version}
-    inherited = applicable(older, version)
-    if inherited is not None and _same(inherited[1], document):
+    others = layered_versions([*below, goldens_root], case_id, machine, base)
+    lower = layered_versions(below, case_id, machine, base)
+    if version in lower:
+        others[version] = lower[version]
+    else:
+        others.pop(version, None)
+    fallback = applicable(others, version)
+    if fallback is not None and _same(fallback[1], document):
         if own.is_file():
             own.unlink()
             return UpdateStatus.REMOVED, own
@@ -180,26 +199,34 @@ def update_versioned_golden(
 
 
 def drop_redundant_overrides(
-    goldens_root: Path, case_id: str, machine: str, base: Version = BASE_VERSION
+    goldens_root: Path, case_id: str, machine: str, base: Version = BASE_VERSION, below: Sequence[Path] = ()
 ) -> list[Path]:
-    """Remove every override of ``case_id`` on ``machine`` that says what the golden before it says.
+    """Remove every override of ``case_id`` on ``machine`` that says what the golden before it says
+    (in ``goldens_root`` or in the folders ``below`` it).
 
     An update run over several versions at once may write a newer version's override before the
     older version's (xdist, or URIs given newest first); once all are written, this leaves each
-    difference said once, whatever order they came in.  Returns the files removed.
+    difference said once, whatever order they came in.  Returns the files removed.  The plain
+    golden is removed only when a folder below holds the same one.
     """
+    lower = layered_versions(below, case_id, machine, base)
+    kept: dict[Version, Path] = {}
     removed: list[Path] = []
-    previous: Path | None = None
     for version, path in sorted(golden_versions(goldens_root, case_id, machine, base).items()):
+        fallback = applicable({**lower, **kept}, version)
         try:
-            redundant = previous is not None and version != base and _same(previous, read_golden(path))
+            redundant = (
+                fallback is not None
+                and (version != base or version in lower)
+                and _same(fallback[1], read_golden(path))
+            )
         except GoldenError:
             redundant = False
         if redundant:
             path.unlink()
             removed.append(path)
         else:
-            previous = path
+            kept[version] = path
     return removed
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from lxml import etree
 
+import pytest_pcie
+from pytest_pcie import corpus as corpus_layers
 from pytest_pcie import diffdir, golden
 from pytest_pcie.backends import (
     DEFAULT_BACKEND,
@@ -52,8 +54,11 @@ OPTION_DESTS = (
     "pcie_upgrade",
     "pcie_profile",
     "pcie_deviations",
+    "pcie_corpus",
+    "pcie_overlay",
 )
 WORKER_OUTPUT_KEY = "pcie"
+MAX_HEADER_OVERRIDES = 5  # overlay goldens named in the header; the rest are counted
 INCOMPLETE_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 WRITTEN = (golden.UpdateStatus.CREATED, golden.UpdateStatus.CHANGED, golden.UpdateStatus.REMOVED)
 TRUSTED_BACKEND = "libvirt"  # a golden is the truth only once real libvirt agrees with it
@@ -134,7 +139,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("pcie_deviations", "a fork's declared deviations file, relative to the rootdir")
     parser.addini("pcie_deviation_goldens", "folder of the fork's goldens for deviating cases, relative to the rootdir")
+    group.addoption(
+        "--pcie-corpus",
+        dest="pcie_corpus",
+        default=None,
+        metavar="NAME",
+        help=f"run the corpus shipped inside pytest-pcie ({corpus_layers.BUILTIN}) instead of the folders the ini "
+        "keys name; with no path given, its cases are collected wherever pytest runs",
+    )
+    group.addoption(
+        "--pcie-overlay",
+        dest="pcie_overlay",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a folder of your own laid out like the corpus (cases/, golden/, known-divergences.toml), stacked on it: "
+        "its cases add, its goldens override file by file, golden updates go into it. Repeatable, last on top",
+    )
     parser.addini("pcie_cases", "folder of case folders, relative to the rootdir (setting it enables pytest-pcie)")
+    parser.addini("pcie_corpus", f"{corpus_layers.BUILTIN}: run the corpus shipped inside pytest-pcie (enables it)")
+    parser.addini(
+        "pcie_overlays", "overlay folders stacked on the corpus, relative to the ini file (enables it)", type="paths"
+    )
     parser.addini("pcie_goldens", "folder of goldens, relative to the rootdir", default="golden")
     parser.addini("pcie_known_divergences", "TOML file listing known backend divergences, relative to the rootdir")
 
@@ -164,6 +190,9 @@ class Settings:
         if self.backend_name == REFERENCE_BACKEND:
             return self.profiles or (NEWEST_PROFILE.name,)
         return self.libvirt_uris
+    corpus_name: str | None = None  # --pcie-corpus / pcie_corpus; None: the folders of the ini keys
+    overlays: tuple[tuple[str, Path], ...] = ()  # (as given, resolved), bottom first
+    cases_configured: bool = False  # the ini key pcie_cases is set
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -178,8 +207,12 @@ class Settings:
                 f"--pcie-profile chooses what the reference backend models; --pcie-backend={backend_name} "
                 "runs a real libvirt, whose version picks the goldens (drop --pcie-profile)"
             )
+        corpus_name = config.getoption("pcie_corpus") or str(config.getini("pcie_corpus") or "") or None
+        overlays = [(str(path), Path(path).resolve()) for path in config.getini("pcie_overlays")]
+        invoked = config.invocation_params.dir
+        overlays += [(given, (invoked / given).resolve()) for given in config.getoption("pcie_overlay") or []]
         return cls(
-            enabled=asked or bool(cases),
+            enabled=asked or bool(cases) or corpus_name is not None or bool(overlays),
             cases_root=(root / (cases or "cases")).resolve(),
             goldens_root=(root / str(config.getini("pcie_goldens") or "golden")).resolve(),
             divergences_file=(root / divergences).resolve() if divergences else None,
@@ -192,6 +225,9 @@ class Settings:
             profiles=_profiles(config.getoption("pcie_profile") or []),
             deviations_file=_path_setting(config, "pcie_deviations"),
             deviation_goldens=_path_setting(config, "pcie_deviation_goldens"),
+            corpus_name=corpus_name,
+            overlays=tuple({path: (given, path) for given, path in reversed(overlays)}.values())[::-1],
+            cases_configured=bool(cases),
         )
 
 
@@ -253,12 +289,56 @@ _SESSION_KEY = pytest.StashKey["PcieSession"]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "pcie: a pytest-pcie conformance case (added to every case item)")
     session = PcieSession(config, Settings.from_config(config))
+    if session.settings.enabled:
+        try:
+            session.corpus = corpus_from_settings(session.settings)
+        except corpus_layers.CorpusError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        collect_every_layer(config, session.corpus)
     config.stash[_SESSION_KEY] = session
     config.pluginmanager.register(session, "pcie-session")
     # xdist's hooks exist only when xdist is installed; pluggy refuses a plugin implementing an
     # unknown hook, so they live in their own object, registered only beside xdist.
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(session), "pcie-xdist")
+
+
+def corpus_from_settings(settings: Settings) -> corpus_layers.Corpus:
+    """The layers a run reads (the ini keys' folders, or the shipped corpus, then the overlays),
+    checked; a :class:`~pytest_pcie.corpus.CorpusError` for anything ambiguous or not writable."""
+    base = corpus_layers.Layer("the corpus", settings.cases_root, settings.goldens_root, settings.divergences_file)
+    if settings.corpus_name == corpus_layers.BUILTIN:
+        base = corpus_layers.builtin_layer()
+        if settings.cases_configured and settings.cases_root != base.cases:
+            raise corpus_layers.CorpusError(
+                f"the ini key pcie_cases names {settings.cases_root}, and --pcie-corpus={corpus_layers.BUILTIN} "
+                "the shipped corpus; put your own cases in an overlay (pcie_overlays or --pcie-overlay) instead"
+            )
+    elif settings.corpus_name is not None:
+        raise corpus_layers.CorpusError(
+            f"--pcie-corpus={settings.corpus_name!r}: unknown corpus; the shipped one is "
+            f"{corpus_layers.BUILTIN!r}, and folders of your own go in --pcie-overlay=DIR"
+        )
+    overlays = [corpus_layers.overlay_layer(path, given, settings.update) for given, path in settings.overlays]
+    corpus = corpus_layers.build_corpus(base, overlays)
+    if settings.update or settings.prune:
+        reason = corpus.writable_reason()
+        if reason is not None:
+            prune = reason.replace("--pcie-update-goldens", "--pcie-prune-goldens")
+            raise corpus_layers.CorpusError(reason if settings.update else prune)
+    return corpus
+
+
+def collect_every_layer(config: pytest.Config, corpus: corpus_layers.Corpus) -> None:
+    """Without paths on the command line, collect every layer's cases too, wherever they are (the
+    shipped corpus lives in site-packages, an overlay anywhere); paths given are left alone."""
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        return
+    invoked = config.invocation_params.dir
+    covered = [(invoked / argument.split("::", 1)[0]).resolve() for argument in config.args]
+    for root in corpus.cases_roots:
+        if not any(root.is_relative_to(path) for path in covered):
+            config.args.append(str(root))
 
 
 class XdistHooks:
@@ -292,6 +372,7 @@ class PcieSession:
 
     config: pytest.Config
     settings: Settings
+    corpus: corpus_layers.Corpus = field(default_factory=lambda: corpus_layers.Corpus(()))
     targets: list[Target] = field(default_factory=list)
     origin: Backend | None = None  # --pcie-upgrade: the older libvirt whose stored XML is upgraded
     unavailable: str | None = None
@@ -379,10 +460,10 @@ class PcieSession:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not self.settings.enabled:
             return
-        if self.settings.divergences_file is not None:
-            try:
-                known = [*backend_names(), UPGRADE_CHECK]
-                self.divergences = load_divergences(self.settings.divergences_file, self.settings.cases_root, known)
+        known = [*backend_names(), UPGRADE_CHECK]
+        for divergences_file in self.corpus.divergence_files():
+            try:  # an overlay's entries add to the ones below (and may name their cases)
+                self.divergences += load_divergences(divergences_file, self.corpus.cases_roots, known)
             except DivergenceError as exc:
                 raise pytest.UsageError(str(exc)) from None
         self._load_deviations()
@@ -399,7 +480,7 @@ class PcieSession:
     def _load_deviations(self) -> None:
         """Read the deviations file (bad input stops the run with one line, before any case)."""
         settings = self.settings
-        self.rule_titles = load_rule_titles(settings.cases_root.parent / "rules.toml")
+        self.rule_titles = load_rule_titles(self.corpus.base.cases.parent / "rules.toml")
         if settings.deviation_goldens is not None and settings.deviations_file is None:
             raise pytest.UsageError(
                 "--pcie-deviation-goldens (pcie_deviation_goldens) needs the deviations file it belongs to: "
@@ -447,11 +528,36 @@ class PcieSession:
         if not self.settings.enabled:
             return []
         lines = self.headers or [f"pcie backend: {self.settings.backend_name} (one per xdist worker)"]
-        lines = [*lines, f"pcie cases: {self.settings.cases_root}, goldens: {self.settings.goldens_root}"]
+        lines = [*lines, *self.corpus_header()]
         if self.known_divergences:
             lines.append(f"pcie known divergences for {self.divergence_subject}: {len(self.known_divergences)}")
         if self.deviations is not None:
             lines.append(f"pcie declared deviations: {self.deviations.summary()} ({self.deviations.path})")
+        return lines
+
+    def corpus_header(self) -> list[str]:
+        """Where the cases and goldens come from: one line, or one per layer (bottom first) when the
+        shipped corpus or an overlay is in play, with the goldens each overlay puts in place of a
+        lower layer's."""
+        corpus = self.corpus
+        if not corpus.layered and not corpus.base.shipped:
+            return [f"pcie cases: {corpus.base.cases}, goldens: {corpus.base.goldens}"]
+        lines = []
+        for layer in corpus.layers:
+            cases = sum(1 for _ in corpus_layers.case_ids(layer))
+            goldens = sum(1 for _ in golden.find_goldens(layer.goldens))
+            line = f"pcie corpus: {layer.label}: {cases} case(s), {goldens} golden(s)"
+            overrides = [path.relative_to(layer.goldens).as_posix() for path in corpus.overrides(layer)]
+            if overrides:
+                shown = ", ".join(overrides[:MAX_HEADER_OVERRIDES])
+                more = len(overrides) - MAX_HEADER_OVERRIDES
+                shown += f" and {more} more" if more > 0 else ""
+                line += f", {len(overrides)} in place of a lower layer's ({shown})"
+            if layer.shipped:
+                line += f" (pytest-pcie {pytest_pcie.__version__}) at {layer.cases.parent}"
+            if layer is corpus.top and self.settings.update:
+                line += "; golden updates go here"
+            lines.append(line)
         return lines
 
     @property
@@ -470,7 +576,7 @@ class PcieSession:
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
         if not self.settings.enabled or file_path.name not in (CASE_FILE, INPUT_FILE):
             return None
-        if not file_path.resolve().is_relative_to(self.settings.cases_root):
+        if self.corpus.case_layer(file_path) is None:
             return None
         if file_path.name == INPUT_FILE and (file_path.parent / CASE_FILE).exists():
             return None  # the case is collected through its case.toml
@@ -510,38 +616,42 @@ class PcieSession:
         if not self._is_full_run():
             self.prune_refused = self.settings.prune
             return
-        root = self.settings.goldens_root
         produced = self.expected_goldens
-        found = golden.find_goldens(root)
-        self.orphans = [str(path) for path in found if golden.golden_key(root, path) not in produced]
-        if self.settings.prune:
-            for orphan in self.orphans:
-                Path(orphan).unlink()
+        for layer in self.corpus.layers:
+            if layer.installed or corpus_layers.in_site_packages(layer.goldens):
+                continue  # an installed corpus is never pruned (nor judged: it is not the user's to fix)
+            found = golden.find_goldens(layer.goldens)
+            orphans = [str(path) for path in found if golden.golden_key(layer.goldens, path) not in produced]
+            self.orphans += orphans
+            if self.settings.prune:
+                for orphan in orphans:
+                    Path(orphan).unlink()
 
     def _drop_redundant_overrides(self) -> None:
         """After an update: each (case, machine) it wrote keeps each version difference once."""
-        for root in (self.settings.goldens_root, self.settings.deviation_goldens):
-            if root is None:
-                continue
+        roots = [(self.corpus.top.goldens, self.corpus.golden_roots[:-1])]
+        if self.settings.deviation_goldens is not None:
+            roots.append((self.settings.deviation_goldens, ()))
+        for root, below in roots:
             written = [Path(path) for path in self.updates if Path(path).is_relative_to(root)]
             for key in sorted({Path(golden.golden_key(root, path)) for path in written}):
-                for path in golden.drop_redundant_overrides(root, key.parent.as_posix(), key.stem):
+                for path in golden.drop_redundant_overrides(root, key.parent.as_posix(), key.stem, below=below):
                     self.updates[str(path)] = golden.UpdateStatus.REMOVED.value
 
     def _is_full_run(self) -> bool:
-        """True when every case was collected: the run covers the cases folder and selects nothing."""
+        """True when every case was collected: the run covers every layer's cases folder and selects nothing."""
         option = self.config.option
         selecting = ("keyword", "markexpr", "lf", "deselect", "ignore", "ignore_glob", "stepwise")
         if self.collect_errors or any(getattr(option, name, None) for name in selecting):
             return False
-        cases_root = self.settings.cases_root
-        covers = False
+        roots = self.corpus.cases_roots
+        covered: set[Path] = set()
         for argument in self.config.args:
             path = (self.config.invocation_params.dir / argument.split("::", 1)[0]).resolve()
-            if "::" in argument or (path != cases_root and path.is_relative_to(cases_root)):
+            if "::" in argument or any(path != root and path.is_relative_to(root) for root in roots):
                 return False
-            covers = covers or cases_root.is_relative_to(path)
-        return covers
+            covered.update(root for root in roots if root.is_relative_to(path))
+        return bool(roots) and covered == set(roots)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.settings.enabled or self.is_worker:
@@ -566,7 +676,7 @@ class PcieSession:
             for status, path in written:
                 write(f"  {status.value}: {self.shown(path)}")
             if written:
-                write(f"review them before committing: git diff {self.shown(str(self.settings.goldens_root))}/")
+                write(f"review them before committing: git diff {self.shown(str(self.corpus.top.goldens))}/")
             if written and self.settings.backend_name != TRUSTED_BACKEND:
                 write(
                     f"written by backend {self.settings.backend_name!r}: confirm with --pcie-backend={TRUSTED_BACKEND}"
@@ -610,8 +720,10 @@ class CaseFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         settings = self.pcie.settings
+        layer = self.pcie.corpus.case_layer(self.path)
+        assert layer is not None  # pytest_collect_file collects only what some layer holds
         try:
-            case = load_case(self.path.parent, settings.cases_root)
+            case = load_case(self.path.parent, layer.cases)
         except CaseError as exc:
             raise self.CollectError(str(exc)) from None
         labels = self.pcie.target_labels()
@@ -642,7 +754,7 @@ class _CaseOnMachine(pytest.Item):
     @property
     def golden_key(self) -> str:
         """The (case, machine) this item's goldens belong to, whatever the version."""
-        root = self.pcie.settings.goldens_root
+        root = self.pcie.corpus.top.goldens
         return golden.golden_key(root, golden.golden_path(root, self.case.case_id, self.machine))
 
     def _targets(self) -> list[Target]:
@@ -690,9 +802,14 @@ class CaseItem(_CaseOnMachine):
         problems = []
         if fork is None:  # a deviating case's expectation already holds the fork's error, if any
             problems = self._expect_error_problems(outcome.failure.message if outcome.failure else None, version)
-        own_root = settings.goldens_root if fork is None else settings.deviation_goldens
+        corpus = self.pcie.corpus  # only ever its top layer is written (or the fork's deviation goldens)
+        own_root, below = (corpus.top.goldens, corpus.golden_roots[:-1]) if fork is None else (
+            settings.deviation_goldens, []
+        )
         if settings.update and self.divergence is None and own_root is not None:
-            status, path = golden.update_versioned_golden(own_root, self.case.case_id, self.machine, version, document)
+            status, path = golden.update_versioned_golden(
+                own_root, self.case.case_id, self.machine, version, document, below=below
+            )
             self.pcie.updates[str(path)] = status.value
         elif fork is not None:
             assert deviations is not None
@@ -744,7 +861,7 @@ class CaseItem(_CaseOnMachine):
         return lines
 
     def _golden_for(self, version: Version) -> Path | None:
-        found = golden.resolve_golden(self.pcie.settings.goldens_root, self.case.case_id, self.machine, version)
+        found = golden.resolve_golden(self.pcie.corpus.golden_roots, self.case.case_id, self.machine, version)
         return None if found is None else found[1]
 
     def _write_diff(
@@ -779,13 +896,13 @@ class CaseItem(_CaseOnMachine):
         return [f"case.toml says expect-error = {wanted!r} for libvirt {version}, but {got}"]
 
     def _golden_problems(self, actual: etree._Element, version: Version) -> list[str]:
-        update_hint = f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
+        update_hint = self._update_hint()
         try:
             path = self._golden_for(version)
         except golden.GoldenError as exc:
             return [str(exc)]
         if path is None:
-            wanted = golden.golden_path(self.pcie.settings.goldens_root, self.case.case_id, self.machine, version)
+            wanted = golden.golden_path(self.pcie.corpus.top.goldens, self.case.case_id, self.machine, version)
             return [
                 f"no golden for libvirt {version}: {self.pcie.shown(str(wanted))} (or one of an older version) "
                 f"is missing; create it from real libvirt {version} with {update_hint}"
@@ -797,13 +914,40 @@ class CaseItem(_CaseOnMachine):
             return [str(exc)]
         if golden.canonical_text(expected) == golden.canonical_text(actual):
             return []
+        provenance = self._provenance(path, version)
         lines = [
-            f"{self.case.case_id} on {self.machine} with libvirt {version} differs from {shown}:",
+            f"{self.case.case_id} on {self.machine} with libvirt {version} differs from {shown}{provenance}:",
             *self._rule_lines(actual),
             *golden.describe_mismatch(expected, actual),
         ]
         lines.append(f"if real libvirt {version} agrees with the actual result: {update_hint}")
         return lines
+
+
+    def _update_hint(self) -> str:
+        """The command that records what this case gave, into the layer updates write to."""
+        corpus, config = self.pcie.corpus, self.config
+        if not corpus.layered and not corpus.base.shipped:
+            return f"pytest --pcie-backend=libvirt --pcie-update-goldens {self.pcie.shown(str(self.case.folder))}"
+        flags = [f"--pcie-corpus={name}" for name in [config.getoption("pcie_corpus")] if name]
+        flags += [f"--pcie-overlay={given}" for given in config.getoption("pcie_overlay") or []]
+        if corpus.writable_reason() is not None:
+            flags.append("--pcie-overlay=DIR")  # never into the installed package
+        return f"pytest {' '.join(flags)} --pcie-backend=libvirt --pcie-update-goldens -k {self.case.case_id!r}"
+
+    def _provenance(self, path: Path, version: Version) -> str:
+        """With several layers: which one the golden came from, and what it stands in for."""
+        corpus = self.pcie.corpus
+        layer = corpus.golden_layer(path)
+        if not corpus.layered or layer is None:
+            return ""
+        position = corpus.layers.index(layer)
+        below = golden.resolve_golden(corpus.golden_roots[:position], self.case.case_id, self.machine, version)
+        where = f" (from {layer.label}"
+        if below is not None:
+            lower = corpus.golden_layer(below[1])
+            where += f", in place of {self.pcie.shown(str(below[1]))} of {lower.label if lower else 'a lower layer'}"
+        return where + ")"
 
 
 class UpgradeItem(_CaseOnMachine):
