@@ -97,7 +97,7 @@ def test_a_refused_topology_is_named_once_and_the_rest_still_run(
     def fake_measure(topology: Topology, prepared: run.Prepared, options: run.Options) -> run.Result:
         calls.append(topology.label)
         if topology.label == str(golden):
-            raise BootError("QEMU refused the topology: Bus 'pci.1' not found")
+            raise BootError("QEMU refused to start: Bus 'pci.1' not found")
         return result(Mode.ICOUNT, [800.0])
 
     monkeypatch.setattr(cli, "qemu_binary", lambda: "qemu")
@@ -105,7 +105,7 @@ def test_a_refused_topology_is_named_once_and_the_rest_still_run(
     monkeypatch.setattr(cli, "measure", fake_measure)
     assert cli.main([str(golden), str(other)]) == 1
     captured = capsys.readouterr()
-    assert captured.err == f"pcie-bootcost: {golden}: QEMU refused the topology: Bus 'pci.1' not found\n"
+    assert captured.err == f"pcie-bootcost: {golden}: QEMU refused to start: Bus 'pci.1' not found\n"
     assert calls == [str(golden), str(other)]
     assert "kernel to init" in captured.out
 

@@ -97,15 +97,14 @@ def test_qemu_message_is_its_last_error_without_the_program_name() -> None:
     )
     assert boot.qemu_message(stderr) == '-device {"driver":"virtio-net-pci","bus":"pci.9"}: Bus \'pci.9\' not found'
     assert boot.qemu_message("") == "(no message; exit status only)"
+    assert boot.qemu_message("qemu: could not load kernel 'k': No such file or directory\n").startswith("could not")
 
 
 def test_a_refused_topology_raises_with_qemus_message(tmp_path: Path) -> None:
     fake = tmp_path / "qemu-system-x86_64"
     fake.write_text("#!/bin/sh\necho \"$0: -device pcie-root-port: Bus 'pcie.7' not found\" >&2\nexit 1\n")
     fake.chmod(0o755)
-    with pytest.raises(
-        boot.BootError, match=r"^QEMU refused the topology: -device pcie-root-port: Bus 'pcie.7' not fo"
-    ):
+    with pytest.raises(boot.BootError, match=r"^QEMU refused to start: -device pcie-root-port: Bus 'pcie.7' not fo"):
         boot.run([str(fake)], tmp_path / "console.log", boot.Settings())
 
 
@@ -118,3 +117,17 @@ def test_every_driver_of_the_table_is_known_to_this_qemu() -> None:
     }
     wanted |= {f"virtio-net-pci{suffix}" for suffix in qemu.VARIANTS.values()}
     assert sorted(wanted - names) == []
+
+
+@pytest.mark.skipif(shutil.which(boot.QEMU) is None, reason="QEMU is not installed")
+def test_real_qemu_refusing_a_device_gives_its_message_once(tmp_path: Path) -> None:
+    layout = qemu.Layout(arguments=["-device", '{"driver":"virtio-net-pci","id":"n","bus":"pci.9","addr":"0x0"}'])
+    files = boot.GuestFiles(tmp_path / "vmlinux", tmp_path / "initrd")
+    command = boot.command_line("q35", layout, files, [], boot.Settings(), tmp_path / "console.log")
+    at = command.index("-kernel")
+    del command[at : at + 6]  # no -kernel, -initrd, -append: QEMU checks the devices without a guest
+    with pytest.raises(boot.BootError) as refused:
+        boot.run(command, tmp_path / "console.log", boot.Settings(timeout_s=60))
+    message = str(refused.value)
+    assert message.startswith("QEMU refused to start: -device ") and message.endswith("Bus 'pci.9' not found")
+    assert message.count("pci.9' not found") == 1 and "\n" not in message

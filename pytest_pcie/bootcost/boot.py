@@ -28,7 +28,7 @@ from pytest_pcie.bootcost import marks
 from pytest_pcie.bootcost.qemu import Layout
 
 QEMU = "qemu-system-x86_64"
-PROGRAM_PREFIX = re.compile(rf"^\S*{QEMU}: ")  # QEMU starts its messages with argv[0], often a full path
+PROGRAM_PREFIX = re.compile(rf"^(\S*{QEMU}|qemu): ")  # argv[0] (often a full path), or just "qemu"
 MEMORY_MIB = 256
 KERNEL_ARGUMENTS = (
     "console=ttyS0",  # the log is copied there at the end; only emergencies go there before
@@ -140,7 +140,7 @@ def run(command: list[str], console: Path, settings: Settings) -> Console:
     wall = time.monotonic() - started
     text = console.read_text(encoding="utf-8", errors="replace") if console.is_file() else ""
     if process.returncode != 0 and marks.END not in text:
-        raise BootError(f"QEMU refused the topology: {qemu_message(stderr)}")
+        raise BootError(f"QEMU refused to start: {qemu_message(stderr)}")
     return Console(text, wall, tuple(command))
 
 

@@ -1,0 +1,29 @@
+"""docs/bootcost.md shows what the committed sweeps measured: its table, its plot, and their agreement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_pcie.bootcost import plot, sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+FIRST, SECOND = DOCS / "bootcost/sweep-1.json", DOCS / "bootcost/sweep-2.json"
+
+
+def test_table_on_the_page_is_the_first_sweep() -> None:
+    rows = sweep.load(FIRST.read_text(encoding="utf-8"))
+    assert sweep.table(rows) in (DOCS / "bootcost.md").read_text(encoding="utf-8")
+
+
+def test_the_two_committed_sweeps_agree_to_a_tenth_of_a_millisecond() -> None:
+    first, second = (sweep.load(path.read_text(encoding="utf-8")) for path in (FIRST, SECOND))
+    assert [row.name for row in first] == [point.name for point in sweep.points()]
+    assert sweep.differences(first, second) == []
+
+
+def test_plot_is_what_the_first_sweep_draws() -> None:
+    rows = sweep.load(FIRST.read_text(encoding="utf-8"))
+    assert (DOCS / "bootcost/sweep.svg").read_text(encoding="utf-8") == plot.render(rows), (
+        "run scripts/bootcost-sweep --plot docs/bootcost/sweep-1.json --svg docs/bootcost/sweep.svg"
+    )
