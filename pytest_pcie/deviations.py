@@ -230,11 +230,19 @@ class Explanation:
         title = rule_titles.get(parameter.rule)
         rule = f"rule {parameter.rule}" + (f' ("{title}")' if title else "")
         was = getattr(declared, self.name)
+        setting = f"{self.name} = {toml_value(self.value)}"
+        first = f"this is what the reference predicts with {setting} instead of {toml_value(was)}: "
+        if was == parameter.default:
+            return [
+                first + f"the libvirt under test breaks {rule}",
+                f"if it does so on purpose, declare `{setting}` in a deviations file "
+                "(--pcie-deviations, see docs/forks.md)",
+            ]
+        # the declaration itself is what the daemon does not follow
+        fix = "remove it" if self.value == parameter.default else f"declare `{setting}` instead"
         return [
-            f"this is what the reference predicts with {self.name} = {toml_value(self.value)} instead of "
-            f"{toml_value(was)}: the libvirt under test breaks {rule}",
-            f"if it does so on purpose, declare `{self.name} = {toml_value(self.value)}` in a deviations file "
-            "(--pcie-deviations, see docs/forks.md)",
+            first + f"the libvirt under test does not do what `{self.name} = {toml_value(was)}` declares ({rule})",
+            f"if the declaration is wrong, {fix}",
         ]
 
 

@@ -269,3 +269,17 @@ def test_the_forks_page_documents_every_parameter() -> None:
     for name, parameter in PARAMETERS.items():
         assert f"### `{name}`" in page
         assert f"| {parameter.type_name} | `" in page
+
+
+def test_a_daemon_that_does_not_follow_the_declaration_is_told_so(tmp_path: Path) -> None:
+    case = load_case(make_case(tmp_path, "q35-nic"), tmp_path / "cases")
+    declared = Policy(spare_root_ports=0)
+    explanations = explain(case, "q35", predict(case, "q35", UPSTREAM), declared)
+    assert [(e.name, e.value) for e in explanations] == [("spare_root_ports", 1)]
+    assert explanations[0].lines({}, declared) == [
+        "this is what the reference predicts with spare_root_ports = 1 instead of 0: the libvirt under test does "
+        "not do what `spare_root_ports = 0` declares (rule policy.spare-port)",
+        "if the declaration is wrong, remove it",
+    ]
+    two = explain(case, "q35", predict(case, "q35", Policy(spare_root_ports=2)), declared)
+    assert two[0].lines({}, declared)[1] == "if the declaration is wrong, declare `spare_root_ports = 2` instead"
