@@ -118,10 +118,10 @@ def test_a_refused_step_exits_1_with_the_message_on_stderr(
     ("argv", "complaint"),
     [
         (["missing.xml"], "missing.xml: no such file"),
-        (["bare.xml"], "bare.xml: names no machine in <os><type machine=...>; pass --machine (pc, q35)"),
+        (["bare.xml"], "bare.xml: names no machine in <os><type machine=...>; pass --machine (aarch64-virt, pc, q35, riscv64-virt)"),
         (["broken.xml", "--machine", "pc"], "broken.xml: not well-formed XML"),
         (["nic.xml", "--machine", "pc"], "nic.xml: root element is <interface>, expected <domain>"),
-        (["virt.xml"], "virt.xml: machine 'virt' is not one pytest-pcie knows; pass --machine (pc, q35)"),
+        (["virt.xml"], "virt.xml: machine 'virt' is not one pytest-pcie knows; pass --machine (aarch64-virt, pc, q35, riscv64-virt)"),
         (["q35.xml", "--machine", "pc"], "q35.xml: names machine 'q35' but --machine is 'pc'; drop one of them"),
         (["q35.xml", "--attach", "gone.xml"], "gone.xml: no such file"),
         (["q35.xml", "--live", "--detach", "nic.xml"], "--detach cannot be combined with --live"),
