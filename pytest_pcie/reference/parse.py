@@ -9,12 +9,13 @@ because libvirt applies them before anything looks at addresses.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from lxml import etree
 
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.machine import Chipset, canonical, chipset_of
+from pytest_pcie.reference.machine import X86_64, Chipset, canonical, chipset_of
 from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
 from pytest_pcie.reference.tables import CONTROLLER_TYPE_MODELS
 
@@ -44,6 +45,19 @@ DEFAULT_MODELS: dict[str, str] = {
     "controller:usb": "piix3-uhci",
     "controller:scsi": "lsilogic",
 }
+# Where another arch's defaults differ (QEMU 7.2 virt on aarch64 and riscv64: checked on libvirtd).
+# (riscv64 keeps the generic piix3-uhci for a USB controller without a model.)
+ARCH_DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "aarch64": {"interface": "virtio", "video": "virtio", "controller:usb": "qemu-xhci"},
+    "riscv64": {"interface": "virtio", "video": "virtio"},
+}
+# The arch of the domain being read, for devices read later on its behalf (defaults, attach).
+current_arch: ContextVar[str] = ContextVar("current_arch", default=X86_64)
+
+
+def default_model(key: str) -> str | None:
+    """The model libvirt stores for a device of ``key`` written without one, on the current arch."""
+    return ARCH_DEFAULT_MODELS.get(current_arch.get(), {}).get(key) or DEFAULT_MODELS.get(key)
 
 # <serial><target type> -> the <model name> libvirt writes inside the target.
 SERIAL_MODEL_NAMES: dict[str, str] = {"pci-serial": "pci-serial", "usb-serial": "usb-serial"}
@@ -68,6 +82,7 @@ class Domain:
     chipset: Chipset
     acpi: bool
     numa_cells: int
+    arch: str = X86_64
     devices: list[Device] = field(default_factory=list)
     controllers: list[Device] = field(default_factory=list)
 
@@ -106,7 +121,9 @@ def load_domain(text: str) -> Domain:
     if root.tag != "domain":
         raise LibvirtError(f"XML error: unexpected root element <{root.tag}>, expecting <domain>")
     os_type = root.find("os/type")
-    machine = canonical((os_type.get("machine") if os_type is not None else None) or "pc")
+    arch = (os_type.get("arch") if os_type is not None else None) or X86_64
+    current_arch.set(arch)
+    machine = canonical((os_type.get("machine") if os_type is not None else None) or "pc", arch)
     if os_type is not None:
         os_type.set("machine", machine)
     devices_element = root.find("devices")
@@ -114,7 +131,8 @@ def load_domain(text: str) -> Domain:
         devices_element = etree.SubElement(root, "devices")
     numa = root.findall("cpu/numa/cell")
     domain = Domain(
-        root, devices_element, machine, chipset_of(machine), root.find("features/acpi") is not None, len(numa)
+        root, devices_element, machine, chipset_of(machine, arch), root.find("features/acpi") is not None, len(numa),
+        arch,
     )
     read = _read_devices(devices_element)
     for element in devices_element:
@@ -273,8 +291,9 @@ def _model_child(device: Device) -> str:
 
 def _with_default(device: Device, key: str, read: Callable[[Device], str], write: Callable[[str], None]) -> str:
     model = read(device)
-    if model == "default" and key in DEFAULT_MODELS:
-        model = DEFAULT_MODELS[key]
+    default = default_model(key) if model == "default" else None
+    if default is not None:
+        model = default
         write(model)
     return model
 
