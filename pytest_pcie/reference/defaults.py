@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from lxml import etree
 
+from pytest_pcie.reference.arches import NO_DEFAULT_MEMBALLOON, arch_default_model
 from pytest_pcie.reference.elements import make_elements
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
 from pytest_pcie.reference.model import Device, insert_device
-from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, default_model, disk_index, read_device
+from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, disk_index, read_device
 from pytest_pcie.reference.tables import USB2_COMPANIONS, USB2_FUNCTIONS
 
 # Default USB controller model at index 0 per chipset ("" = libvirt's per-device default, piix3-uhci).
@@ -29,8 +30,6 @@ ROOT_MODEL: dict[Chipset, str | None] = {
 }
 # Chipsets with an i8042 controller, whose PS/2 mouse and keyboard libvirt adds.
 PS2_CHIPSETS = frozenset({Chipset.I440FX, Chipset.Q35})
-# Arches on which libvirt adds no default memballoon (aarch64: seen on libvirtd 9.0.0 and later).
-NO_DEFAULT_MEMBALLOON: frozenset[str] = frozenset({"aarch64"})
 
 
 def add_defaults(domain: Domain) -> None:
@@ -273,7 +272,7 @@ def _add_implicit_video(domain: Domain) -> None:
         return
     element = domain.devices_element.makeelement("video", {})
     model = etree.SubElement(element, "model")
-    model.set("type", default_model("video") or "cirrus")
+    model.set("type", arch_default_model("video") or "cirrus")
     insert_device(domain.devices_element, element)
     device = read_device(element)
     device.implicit = True

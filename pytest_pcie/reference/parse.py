@@ -9,13 +9,13 @@ because libvirt applies them before anything looks at addresses.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from lxml import etree
 
+from pytest_pcie.reference.arches import X86_64, arch_default_model, current_arch
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.machine import X86_64, Chipset, canonical, chipset_of
+from pytest_pcie.reference.machine import Chipset, canonical_on, chipset_on
 from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
 from pytest_pcie.reference.tables import CONTROLLER_TYPE_MODELS
 
@@ -45,19 +45,12 @@ DEFAULT_MODELS: dict[str, str] = {
     "controller:usb": "piix3-uhci",
     "controller:scsi": "lsilogic",
 }
-# Where another arch's defaults differ (QEMU 7.2 virt on aarch64 and riscv64: checked on libvirtd).
-# (riscv64 keeps the generic piix3-uhci for a USB controller without a model.)
-ARCH_DEFAULT_MODELS: dict[str, dict[str, str]] = {
-    "aarch64": {"interface": "virtio", "video": "virtio", "controller:usb": "qemu-xhci"},
-    "riscv64": {"interface": "virtio", "video": "virtio"},
-}
-# The arch of the domain being read, for devices read later on its behalf (defaults, attach).
-current_arch: ContextVar[str] = ContextVar("current_arch", default=X86_64)
 
 
 def default_model(key: str) -> str | None:
     """The model libvirt stores for a device of ``key`` written without one, on the current arch."""
-    return ARCH_DEFAULT_MODELS.get(current_arch.get(), {}).get(key) or DEFAULT_MODELS.get(key)
+    return arch_default_model(key) or DEFAULT_MODELS.get(key)
+
 
 # <serial><target type> -> the <model name> libvirt writes inside the target.
 SERIAL_MODEL_NAMES: dict[str, str] = {"pci-serial": "pci-serial", "usb-serial": "usb-serial"}
@@ -123,7 +116,7 @@ def load_domain(text: str) -> Domain:
     os_type = root.find("os/type")
     arch = (os_type.get("arch") if os_type is not None else None) or X86_64
     current_arch.set(arch)
-    machine = canonical((os_type.get("machine") if os_type is not None else None) or "pc", arch)
+    machine = canonical_on((os_type.get("machine") if os_type is not None else None) or "pc", arch)
     if os_type is not None:
         os_type.set("machine", machine)
     devices_element = root.find("devices")
@@ -131,7 +124,7 @@ def load_domain(text: str) -> Domain:
         devices_element = etree.SubElement(root, "devices")
     numa = root.findall("cpu/numa/cell")
     domain = Domain(
-        root, devices_element, machine, chipset_of(machine, arch), root.find("features/acpi") is not None, len(numa),
+        root, devices_element, machine, chipset_on(machine, arch), root.find("features/acpi") is not None, len(numa),
         arch,
     )
     read = _read_devices(devices_element)

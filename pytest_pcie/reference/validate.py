@@ -14,7 +14,7 @@ from pytest_pcie.reference.assign import iterate_devices
 from pytest_pcie.reference.controllers import validate_controller
 from pytest_pcie.reference.defaults import disk_controller
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.machine import Chipset, unsupported_message
+from pytest_pcie.reference.machine import Chipset, unsupported_on
 from pytest_pcie.reference.model import Device
 from pytest_pcie.reference.parse import USB_COMPANION_MODELS, Domain
 
@@ -108,7 +108,7 @@ RULES: tuple[Rule, ...] = (
 
 def validate_domain(domain: Domain) -> None:
     """Raise libvirt's error for a domain it would refuse at validation."""
-    message = unsupported_message(domain.machine, domain.arch)
+    message = unsupported_on(domain.machine, domain.arch)
     if message is not None:
         raise LibvirtError(message)
     positions: dict[str, int] = {}
