@@ -13,7 +13,6 @@ from pytest_pcie.machines import MACHINE_FAMILIES
 
 DEFAULT_NAME = "pcie-case"
 DEFAULT_MEMORY_KIB = "131072"
-ARCH = "x86_64"
 
 
 class DomainInputError(ValueError):
@@ -24,10 +23,12 @@ def prepare_domain(input_xml: str, machine: str) -> str:
     """Return ``input_xml`` completed for ``machine`` (a family from :data:`MACHINE_FAMILIES`).
 
     Filled in when absent: domain type ``kvm`` (the libvirt backend swaps in what the host offers),
-    a name, 128 MiB of memory, ``<os><type>`` and ``<features><acpi/></features>`` — ACPI because
-    QEMU refuses hotplug into the bus-0 slots of ``pc`` without it, and every management
-    application enables it.  The machine is always set to the family's alias: a case names its
-    machines in case.toml, so an input that names another machine family is an error.
+    or the family's own (``qemu`` for the TCG-only families), a name, 128 MiB of memory,
+    ``<os><type>`` and, on x86, ``<features><acpi/></features>`` — ACPI because QEMU refuses
+    hotplug into the bus-0 slots of ``pc`` without it, and every management application enables
+    it (libvirt allows ACPI on aarch64 only with UEFI firmware, which these runs do without).
+    The machine is always set to the family's alias: a case names its machines in case.toml, so
+    an input that names another machine family is an error.
     """
     family = MACHINE_FAMILIES[machine]
     try:
@@ -37,7 +38,7 @@ def prepare_domain(input_xml: str, machine: str) -> str:
     if root.tag != "domain":
         raise DomainInputError(f"input root element is <{root.tag}>, expected <domain>")
 
-    root.set("type", root.get("type", "kvm"))
+    root.set("type", family.domain_type if family.domain_type is not None else str(root.get("type", "kvm")))
     _ensure_child(root, "name", text=DEFAULT_NAME)
     if root.find("memory") is None:
         memory = _ensure_child(root, "memory", text=DEFAULT_MEMORY_KIB)
@@ -53,10 +54,20 @@ def prepare_domain(input_xml: str, machine: str) -> str:
             f"input names machine {named!r}, but this run is for {machine!r}; "
             "leave the machine out of input.xml and list machines in case.toml"
         )
-    os_type.set("arch", os_type.get("arch", ARCH))
+    arch = os_type.get("arch") or family.arch
+    if arch != family.arch:
+        raise DomainInputError(
+            f"input names arch {arch!r}, but machine {machine!r} is {family.arch}; "
+            "leave the arch out of input.xml and list machines in case.toml"
+        )
+    os_type.set("arch", arch)
     os_type.set("machine", family.libvirt_alias)
     os_type.text = os_type.text or "hvm"
-    if root.find("features") is None:
+    if family.cpu_model is not None and root.find("cpu") is None:
+        cpu = etree.Element("cpu", mode="custom")
+        etree.SubElement(cpu, "model").text = family.cpu_model
+        os_element.addnext(cpu)
+    if family.acpi and root.find("features") is None:
         features = etree.Element("features")
         etree.SubElement(features, "acpi")
         os_element.addnext(features)

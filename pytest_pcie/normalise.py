@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from pytest_pcie.machines import family_of
+from pytest_pcie.machines import X86_64, family_of
 from pytest_pcie.outcome import Outcome
 
 ROOT_TAG = "outcome"
@@ -135,8 +135,11 @@ def machine_family(domain: etree._Element) -> str | None:
     name = os_type.get("machine") if os_type is not None else None
     if not name:
         return None
-    family = family_of(name)
-    return family.name if family is not None else name
+    arch = os_type.get("arch") if os_type is not None else None
+    family = family_of(name, arch or X86_64)
+    if family is not None:
+        return family.name
+    return name if arch in (None, X86_64) else f"{arch} {name}"
 
 
 def _normalised_devices(domain: etree._Element) -> list[etree._Element]:

@@ -11,7 +11,10 @@ from pytest_pcie import cli
 from pytest_pcie.backends import BackendSettings, create_backend, register_backend
 from pytest_pcie.backends.base import BackendUnavailable
 from pytest_pcie.cases import Action, Case, Operation
+from pytest_pcie.machines import MACHINE_FAMILIES
 from pytest_pcie.outcome import Failure, Outcome
+
+KNOWN = ", ".join(sorted(MACHINE_FAMILIES))  # what the one-line errors offer
 
 DATA = Path(__file__).parent / "data" / "dumpxml"
 NO_SLOTS = "internal error: No more available PCI slots"
@@ -76,6 +79,16 @@ def test_steps_run_in_command_line_order_on_the_input_machine(
     assert backend.closed == 1
 
 
+@pytest.mark.parametrize(("arch", "machine"), [("aarch64", "aarch64-virt"), ("riscv64", "riscv64-virt")])
+def test_the_input_arch_picks_the_virt_family(
+    backend: RecordingBackend, files: Path, capsys: pytest.CaptureFixture[str], arch: str, machine: str
+) -> None:
+    (files / "virt.xml").write_text(f"<domain><os><type arch='{arch}' machine='virt'>hvm</type></os></domain>")
+    status, _, err = run(capsys, files / "virt.xml", "--backend", "cli-fake")
+    assert (status, err) == (0, "")
+    assert backend.runs[0][1] == machine
+
+
 @pytest.mark.parametrize(
     ("options", "operation"),
     [([], Operation.DEFINE), (["--live"], Operation.ATTACH_LIVE), (["--attach", "nic.xml"], Operation.ATTACH_OFFLINE)],
@@ -118,10 +131,10 @@ def test_a_refused_step_exits_1_with_the_message_on_stderr(
     ("argv", "complaint"),
     [
         (["missing.xml"], "missing.xml: no such file"),
-        (["bare.xml"], "bare.xml: names no machine in <os><type machine=...>; pass --machine (pc, q35)"),
+        (["bare.xml"], "bare.xml: names no machine in <os><type machine=...>; pass --machine (" + KNOWN + ")"),
         (["broken.xml", "--machine", "pc"], "broken.xml: not well-formed XML"),
         (["nic.xml", "--machine", "pc"], "nic.xml: root element is <interface>, expected <domain>"),
-        (["virt.xml"], "virt.xml: machine 'virt' is not one pytest-pcie knows; pass --machine (pc, q35)"),
+        (["virt.xml"], "virt.xml: machine 'virt' is not one pytest-pcie knows; pass --machine (" + KNOWN + ")"),
         (["q35.xml", "--machine", "pc"], "q35.xml: names machine 'q35' but --machine is 'pc'; drop one of them"),
         (["q35.xml", "--attach", "gone.xml"], "gone.xml: no such file"),
         (["q35.xml", "--live", "--detach", "nic.xml"], "--detach cannot be combined with --live"),

@@ -28,6 +28,7 @@ from pytest_pcie.fuzz.shrink import shrink
 from pytest_pcie.fuzz.strategies import CONTROLLER_WEIGHTS, SINGLETONS, VALID, examples
 from pytest_pcie.fuzz.writer import write_disagreement
 from pytest_pcie.golden import canonical_text
+from pytest_pcie.machines import MACHINE_FAMILIES
 from pytest_pcie.normalise import normalise
 from pytest_pcie.outcome import Failure, Outcome
 
@@ -311,7 +312,10 @@ def test_generated_examples_are_case_folders_prepare_domain_accepts(example: Exa
     case = as_case(example)
     for machine in case.machines:
         prepared = etree.fromstring(prepare_domain(case.input_xml, machine).encode())
-        assert prepared.find("os/type").get("machine") == machine  # type: ignore[union-attr]
+        os_type = prepared.find("os/type")
+        assert os_type is not None
+        family = MACHINE_FAMILIES[machine]
+        assert (os_type.get("machine"), os_type.get("arch")) == (family.libvirt_alias, family.arch)
     for step in case.steps:
         etree.fromstring(step.device_xml.encode())
     if example.operation.live:

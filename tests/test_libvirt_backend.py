@@ -27,7 +27,7 @@ import pytest
 from lxml import etree
 
 from pytest_pcie.backends.base import BackendUnavailable
-from pytest_pcie.backends.libvirt import LibvirtBackend
+from pytest_pcie.backends.libvirt import LibvirtBackend, offered_domain_types
 from pytest_pcie.backends.libvirt_safety import (
     MARKER_NS,
     NAME_PREFIX,
@@ -39,6 +39,7 @@ from pytest_pcie.backends.libvirt_safety import (
 from pytest_pcie.backends.shared_memory import SHM_DIR, SharedMemory, shmem_names
 from pytest_pcie.cases import Case, load_case
 from pytest_pcie.domain import prepare_domain
+from pytest_pcie.machines import MACHINE_FAMILIES
 
 URI = "qemu:///system"
 MIN = "<controller type='usb' model='none'/><memballoon model='none'/>"
@@ -469,7 +470,7 @@ INTERRUPTED_RUN = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pytest_pcie.backends.libvirt import LibvirtBackend
+    from pytest_pcie.backends.libvirt import LibvirtBackend, offered_domain_types
     from pytest_pcie.cases import load_case
 
     class Paused(LibvirtBackend):
@@ -901,7 +902,7 @@ KILLED_WITH_SHMEM = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pytest_pcie.backends.libvirt import LibvirtBackend
+    from pytest_pcie.backends.libvirt import LibvirtBackend, offered_domain_types
     from pytest_pcie.cases import load_case
 
     folder, journals, when = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -977,3 +978,52 @@ def wait_until_stopped(name: str, path: Path, timeout: float = 60) -> None:
             time.sleep(0.1)
     finally:
         checker.close()
+
+
+# ---- machines of other arches ---------------------------------------------------------------------
+
+
+def test_domain_types_are_picked_per_arch() -> None:
+    class Caps:
+        def getCapabilities(self) -> str:
+            guests = {"x86_64": "kvm", "aarch64": "qemu", "riscv64": "qemu"}
+            both = "<domain type='qemu'/><domain type='kvm'/>"
+            return "<capabilities>" + "".join(
+                f"<guest><os_type>hvm</os_type><arch name='{arch}'>"
+                f"{both if kind == 'kvm' else '<domain type=' + repr(kind) + '/>'}</arch></guest>"
+                for arch, kind in guests.items()
+            ) + "<guest><os_type>xen</os_type><arch name='armv7l'><domain type='xen'/></arch></guest></capabilities>"
+
+    assert offered_domain_types(Caps()) == {"x86_64": "kvm", "aarch64": "qemu", "riscv64": "qemu"}
+
+
+def test_a_host_without_the_arch_emulator_is_one_line(fake_host: FakeHost, make_case: Callable[..., Case]) -> None:
+    backend = LibvirtBackend(URI, shm_dir=fake_host.shm, proc_dir=fake_host.proc, journal_dir=fake_host.journals)
+    try:
+        with pytest.raises(BackendUnavailable) as raised:
+            backend.run(make_case("define", "<domain><devices/></domain>", machine="aarch64-virt"), "aarch64-virt")
+    finally:
+        backend.close()
+    message = str(raised.value)
+    assert message.startswith(f"no QEMU aarch64 emulator at {URI}, which machine 'aarch64-virt' needs")
+    assert "apt-get install qemu-system-arm" in message and "\n" not in message
+    assert fake_host.domains == {}
+
+
+@pytest.mark.parametrize("machine", ["aarch64-virt", "riscv64-virt"])
+def test_virt_guests_define_start_and_hotplug_under_tcg(
+    backend: LibvirtBackend, make_case: Callable[..., Case], machine: str
+) -> None:
+    family = MACHINE_FAMILIES[machine]
+    if family.arch not in backend.domain_types:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but libvirtd offers no {family.arch} guests", pytrace=False)
+        pytest.skip(f"libvirtd offers no {family.arch} guests")
+    case = make_case("attach-live", f"<domain><devices>{MIN}{VIRTIO_NIC}</devices></domain>",
+                     [("attach", "nic.xml", VIRTIO_NIC)], machine=machine)  # fmt: skip
+    outcome = backend.run(case, machine)
+    assert outcome.failure is None and outcome.domain_xml is not None
+    root = etree.fromstring(outcome.domain_xml.encode("utf-8"))
+    assert root.get("type") == "qemu"  # the case's own type is given back: TCG, whatever the host has
+    nics = [entry for entry in pci_layout(outcome.domain_xml) if entry[0] == "interface"]
+    assert nics == [("interface", "user", "01:00.0"), ("interface", "user", "02:00.0")]  # the spare port took it

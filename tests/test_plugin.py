@@ -35,6 +35,8 @@ class FakeBackend:
             raise KeyboardInterrupt
         if (folder / "fake-crash").exists():
             raise NotImplementedError("the fake assigner cannot do this yet")
+        if (folder / "fake-no-emulator").exists():
+            raise BackendUnavailable(f"no QEMU emulator here, which machine {machine!r} needs; install one")
         failure = None
         if (folder / "fake-failure.txt").exists():
             step, label, message = (folder / "fake-failure.txt").read_text().strip().split("|")
@@ -352,6 +354,15 @@ def test_a_backend_exception_is_an_error_with_traceback_not_a_diff(project: Proj
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*raise NotImplementedError*", "E*NotImplementedError: the fake assigner*"])
     assert "differs from" not in result.stdout.str()
+
+
+def test_a_host_without_the_machines_emulator_is_one_line_per_case(project: Project) -> None:
+    folder = project.case("q35/a")
+    (folder / "fake-no-emulator").write_text("")
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["no QEMU emulator here, which machine 'q35' needs; install one"])
+    assert "Traceback" not in result.stdout.str() and "raise BackendUnavailable" not in result.stdout.str()
 
 
 # --- expect-error --------------------------------------------------------------------------------------

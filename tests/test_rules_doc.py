@@ -61,10 +61,12 @@ def test_page_lists_rules_with_their_cases_and_gaps(tree: Path) -> None:
     assert result.returncode == 0, result.stderr
     page = (tree / "docs" / "rules.md").read_text()
     alpha_one = page.split("### `alpha.one`")[1].split("###")[0]
+    assert "Holds on: pc, q35.\n" in alpha_one
     assert "- `area/both-machines` (pc, q35): a case in area/both-machines" in alpha_one
     assert "- `area/refused` (q35, expects an error): a case in area/refused" in alpha_one
     beta = page.split("### `beta.three`")[1].split("##")[0]
     assert "area/refused" in beta and "area/both-machines" not in beta
+    assert "Holds on: q35.\n" in beta
     assert "**Gap:** no case pins this rule yet." in page.split("### `alpha.two`")[1].split("###")[0]
     gaps = page.split("## Gaps")[1].split("## Errors")[0]
     assert "`alpha.two`" in gaps and "`alpha.one`" not in gaps

@@ -46,7 +46,8 @@ from pytest_pcie.backends.libvirt_safety import (
 )
 from pytest_pcie.backends.shared_memory import JOURNAL_DIR, PROC_DIR, SHM_DIR, SharedMemory
 from pytest_pcie.cases import Action, Case, Operation
-from pytest_pcie.domain import ARCH, prepare_domain
+from pytest_pcie.domain import prepare_domain
+from pytest_pcie.machines import MACHINE_FAMILIES, X86_64
 from pytest_pcie.outcome import Failure, Outcome
 from pytest_pcie.versions import Version
 
@@ -109,6 +110,7 @@ class LibvirtBackend:
         self._conn = _open(self._libvirt, uri)
         try:
             self.domain_type = pick_domain_type(self._conn, uri)
+            self.domain_types = offered_domain_types(self._conn)  # by arch: aarch64 runs under TCG
             # The daemon's versions, not this process's library: a remote or chroot daemon may be
             # another release than the libvirt-python that talks to it.
             self.version = Version.from_number(self._conn.getLibVersion())
@@ -138,6 +140,8 @@ class LibvirtBackend:
         )
 
     def run(self, case: Case, machine: str) -> Outcome:
+        if MACHINE_FAMILIES[machine].arch not in self.domain_types:
+            raise BackendUnavailable(missing_arch(self.uri, machine))
         run, marked = self._new_run(prepare_domain(case.input_xml, machine))
         try:
             return self._run_steps(case, run, marked)
@@ -218,7 +222,10 @@ class LibvirtBackend:
         )
         # The marker's time is the domain's own creation time, not the session's: the age rule must
         # not judge a fresh domain of a long-running session (a fuzzer, a big corpus) as stale.
-        marked = mark_domain(domain_xml, run.name, self.domain_type, replace(self.owner, created=time.time()))
+        os_type = root.find("os/type")
+        arch = (os_type.get("arch") if os_type is not None else None) or X86_64
+        domain_type = self.domain_types.get(arch, self.domain_type)  # none: libvirt names what is missing
+        marked = mark_domain(domain_xml, run.name, domain_type, replace(self.owner, created=time.time()))
         self._collect_finished()
         return run, marked
 
@@ -417,28 +424,46 @@ def _open(lv: ModuleType, uri: str) -> Any:
         raise BackendUnavailable(f"libvirtd is not reachable at {uri}: {_one_line(exc)}; {hint}") from None
 
 
-def pick_domain_type(conn: Any, uri: str) -> str:
-    """Return the preferred domain type the host offers for x86_64 hvm guests.
+def offered_domain_types(conn: Any) -> dict[str, str]:
+    """The preferred domain type (:data:`DOMAIN_TYPES` order) the host offers for hvm guests, by arch.
 
     The capabilities list a domain type for an architecture only when the matching emulator is
-    installed, so this also checks that ``qemu-system-x86_64`` exists on the (possibly remote) host.
+    installed, so an arch missing here has no ``qemu-system-*`` binary on the (possibly remote) host.
     """
     caps = etree.fromstring(str(conn.getCapabilities()).encode("utf-8"))
-    offered = {
-        str(domain.get("type"))
-        for guest in caps.findall("guest")
-        if guest.findtext("os_type") == "hvm"
-        for arch in guest.findall("arch")
-        if arch.get("name") == ARCH
-        for domain in arch.findall("domain")
+    offered: dict[str, set[str]] = {}
+    for guest in caps.findall("guest"):
+        if guest.findtext("os_type") != "hvm":
+            continue
+        for arch in guest.findall("arch"):
+            offered.setdefault(str(arch.get("name")), set()).update(
+                str(domain.get("type")) for domain in arch.findall("domain")
+            )
+    return {
+        arch: next(domain_type for domain_type in DOMAIN_TYPES if domain_type in types)
+        for arch, types in offered.items()
+        if any(domain_type in types for domain_type in DOMAIN_TYPES)
     }
-    for domain_type in DOMAIN_TYPES:
-        if domain_type in offered:
-            return domain_type
-    offers = ", ".join(sorted(offered)) or "none"
+
+
+def pick_domain_type(conn: Any, uri: str) -> str:
+    """Return the preferred domain type the host offers for x86_64 hvm guests, which every run
+    needs (the other architectures are checked when a case needs them: :func:`missing_arch`)."""
+    found = offered_domain_types(conn).get(X86_64)
+    if found is not None:
+        return found
     raise BackendUnavailable(
-        f"no QEMU {ARCH} emulator at {uri} (libvirt's {conn.getType()} driver offers {ARCH} domain types: {offers}); "
+        f"no QEMU {X86_64} emulator at {uri} (libvirt's {conn.getType()} driver offers no {X86_64} domain type); "
         "install one there with `apt-get install qemu-system-x86`, or point --pcie-libvirt-uri at a qemu:// URI"
+    )
+
+
+def missing_arch(uri: str, machine: str) -> str:
+    """The message for a case on ``machine`` at a host without the family's emulator."""
+    family = MACHINE_FAMILIES[machine]
+    return (
+        f"no QEMU {family.arch} emulator at {uri}, which machine {machine!r} needs; install one there with "
+        f"`apt-get install {family.emulator_package}` (scripts/prepare-host does), or leave {machine!r} out"
     )
 
 

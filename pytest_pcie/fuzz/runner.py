@@ -193,7 +193,7 @@ def _found(
 
 def summary_table(result: PassResult) -> str:
     """Agreement by operation and machine, plus a total row."""
-    header = f"{'operation':<16}{'machine':<9}{'examples':>9}{'agreed':>8}{'disagreed':>11}{'crashed':>9}{'rate':>9}"
+    header = f"{'operation':<16}{'machine':<14}{'examples':>9}{'agreed':>8}{'disagreed':>11}{'crashed':>9}{'rate':>9}"
     rows = [header, "-" * len(header)]
     order = {op.value: number for number, op in enumerate(Operation)}
     for (operation, machine), tally in sorted(result.tallies.items(), key=lambda item: (order[item[0][0]], item[0][1])):
@@ -214,5 +214,5 @@ def findings_table(result: PassResult) -> str:
 
 def _row(operation: str, machine: str, tally: Tally) -> str:
     rate = f"{100 * tally.rate:.1f}%" if tally.rate is not None else "-"
-    return (f"{operation:<16}{machine:<9}{tally.examples:>9}{tally.agreed:>8}{tally.disagreed:>11}"
+    return (f"{operation:<16}{machine:<14}{tally.examples:>9}{tally.agreed:>8}{tally.disagreed:>11}"
             f"{tally.crashed:>9}{rate:>9}")  # fmt: skip

@@ -56,10 +56,13 @@ BALLOONS = ("balloon-none", "balloon", "balloon-transitional", "balloon-non-tran
 
 # Which PCI controller models a machine's users write, by weight; the other machine's models are
 # still drawn now and then (weight 1) to compare the refusal.
+_PCIE_CONTROLLERS = {"pcie-root-port": 10, "pcie-to-pci-bridge": 3, "pcie-switch-upstream-port": 2,
+                     "pcie-switch-downstream-port": 2, "pci-bridge": 2}
 CONTROLLER_WEIGHTS: dict[str, dict[str, int]] = {
     "pc": {"pci-bridge": 8, "pci-expander-bus": 3},
-    "q35": {"pcie-root-port": 10, "pcie-to-pci-bridge": 3, "pcie-switch-upstream-port": 2,
-            "pcie-switch-downstream-port": 2, "dmi-to-pci-bridge": 2, "pci-bridge": 2, "pcie-expander-bus": 2},
+    "q35": {**_PCIE_CONTROLLERS, "dmi-to-pci-bridge": 2, "pcie-expander-bus": 2},
+    "aarch64-virt": _PCIE_CONTROLLERS,
+    "riscv64-virt": _PCIE_CONTROLLERS,
 }  # fmt: skip
 
 
@@ -89,7 +92,9 @@ MIXED = Profile("mixed", bad_address=2, foreign_controller=10, wrong_root=15, ho
 # shared memory, usb none beside USB controllers): what disagrees is placement or a natural refusal.
 VALID = Profile("valid", 0, 0, 0, 0, 0, 0, 0, 0,
                 avoid={"pc": frozenset({"fs-virtiofs", "usb-none"}),
-                       "q35": frozenset({"fs-virtiofs", "usb-none", "cdrom-ide"})})
+                       "q35": frozenset({"fs-virtiofs", "usb-none", "cdrom-ide"}),
+                       "aarch64-virt": frozenset({"fs-virtiofs", "usb-none", "iommu-virtio"}),
+                       "riscv64-virt": frozenset({"fs-virtiofs", "usb-none", "iommu-virtio"})})
 PROFILES = {profile.name: profile for profile in (MIXED, VALID)}  # fmt: skip
 
 
@@ -168,13 +173,15 @@ def domain_devices(draw: st.DrawFn, machine: str, *, live: bool, profile: Profil
         wrong = draw(chance(profile.wrong_root))
         model = draw(st.sampled_from(sorted(ROOT_MODELS.values()))) if wrong else ROOT_MODELS[machine]
         devices.append(Device(PCI_CONTROLLER, 0, None, model=model, index=0))
+    allowed = {kind.name for kind in kinds_for(machine, live=live, profile=profile)}
+    primary = [name for name in PRIMARY_VIDEOS if name in allowed]  # qxl is x86 only
     videos = draw(st.sampled_from([0, 0, 0, 1, 1, 2]))
     if videos:
-        devices.append(Device(draw(st.sampled_from(PRIMARY_VIDEOS)), 0, draw(addresses(profile))))
+        devices.append(Device(draw(st.sampled_from(primary)), 0, draw(addresses(profile))))
     if videos > 1:
-        second = PRIMARY_VIDEOS if draw(chance(profile.odd_second_video)) else SECONDARY_VIDEOS
+        second = primary if draw(chance(profile.odd_second_video)) else SECONDARY_VIDEOS
+        second = [name for name in second if name in allowed]
         devices.append(Device(draw(st.sampled_from(second)), 0, draw(addresses(profile))))
-    allowed = {kind.name for kind in kinds_for(machine, live=live, profile=profile)}
     for percent, group in SINGLETONS.values():
         names = [name for name in group if name in allowed]
         if not names or not draw(chance(percent)):

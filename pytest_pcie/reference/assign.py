@@ -26,9 +26,11 @@ from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_
 CHIPSET_RESERVED: dict[Chipset, tuple[PciAddress, ...]] = {
     Chipset.I440FX: (PciAddress(0, 0, 1, 0), PciAddress(0, 0, 1, 3)),
     Chipset.Q35: (PciAddress(0, 0, 0x1F, 0), PciAddress(0, 0, 0x1F, 3)),
+    Chipset.VIRT: (),
     Chipset.NONE: (),
 }
-# Where the primary video goes when free, per chipset.
+# Where the primary video goes when free, per chipset (virt has no such slot: video is placed like
+# any other device).
 PRIMARY_VIDEO_SLOT: dict[Chipset, int] = {Chipset.I440FX: 2, Chipset.Q35: 1}
 # Controllers fixed on the i440fx PIIX3 (type, model or None for any) -> function on 00:01.
 PIIX3_FIXED: dict[str, int] = {"ide": 1, "usb": 2}

@@ -1,6 +1,7 @@
 """The devices libvirt adds to a definition before it assigns addresses.
 
-Mirrors, for QEMU 7.2 on x86_64, the post-parse steps that create devices: controller indexes for
+Mirrors, for QEMU 7.2 on x86_64 (and on aarch64 / riscv64 ``virt``, through the per-chipset and
+per-arch rows below), the post-parse steps that create devices: controller indexes for
 controllers written without one, the machine's default USB controller, q35's SATA controller,
 the PCI root, the default memballoon, the duplicate-index check, implicit disk / virtio-serial /
 scsi-hostdev controllers and the video implied by ``<graphics>``.  Each added device is appended
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from pytest_pcie.reference.arches import NO_DEFAULT_MEMBALLOON, arch_default_model
 from pytest_pcie.reference.elements import make_elements
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
@@ -21,10 +23,15 @@ from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import USB2_COMPANIONS, USB2_FUNCTIONS
 
 # Default USB controller model at index 0 per chipset: the Policy field that holds it (None: no USB).
+# virt gets no USB controller unless the XML asks for one.
 DEFAULT_USB: dict[Chipset, str | None] = {
-    Chipset.I440FX: "default_usb_pc", Chipset.Q35: "default_usb_q35", Chipset.NONE: None,
+    Chipset.I440FX: "default_usb_pc", Chipset.Q35: "default_usb_q35", Chipset.VIRT: None, Chipset.NONE: None,
 }
-ROOT_MODEL: dict[Chipset, str | None] = {Chipset.I440FX: "pci-root", Chipset.Q35: "pcie-root", Chipset.NONE: None}
+ROOT_MODEL: dict[Chipset, str | None] = {
+    Chipset.I440FX: "pci-root", Chipset.Q35: "pcie-root", Chipset.VIRT: "pcie-root", Chipset.NONE: None,
+}
+# Chipsets with an i8042 controller, whose PS/2 mouse and keyboard libvirt adds.
+PS2_CHIPSETS = frozenset({Chipset.I440FX, Chipset.Q35})
 
 
 def add_defaults(domain: Domain) -> None:
@@ -148,7 +155,7 @@ IMPLICIT_INPUTS: tuple[str, ...] = ("mouse", "keyboard")
 def _add_implicit_inputs(domain: Domain) -> None:
     """The PS/2 mouse and keyboard of x86 machines; they matter here only because they come first
     among inputs added later (an attached virtio tablet follows them)."""
-    if domain.chipset is Chipset.NONE:
+    if domain.chipset not in PS2_CHIPSETS:
         return
     for kind in IMPLICIT_INPUTS:
         present = any(
@@ -190,7 +197,7 @@ def _add_pci_root(domain: Domain) -> None:
 
 
 def _add_memballoon(domain: Domain) -> None:
-    if any(device.kind == "memballoon" for device in domain.devices):
+    if domain.arch in NO_DEFAULT_MEMBALLOON or any(device.kind == "memballoon" for device in domain.devices):
         return
     element = domain.devices_element.makeelement("memballoon", {"model": "virtio"})
     insert_device(domain.devices_element, element)
@@ -306,7 +313,7 @@ def _add_implicit_video(domain: Domain) -> None:
         return
     element = domain.devices_element.makeelement("video", {})
     model = etree.SubElement(element, "model")
-    model.set("type", "cirrus")
+    model.set("type", arch_default_model("video") or "cirrus")
     insert_device(domain.devices_element, element)
     device = read_device(element)
     device.implicit = True

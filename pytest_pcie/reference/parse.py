@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from pytest_pcie.reference.arches import X86_64, arch_default_model, current_arch
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.machine import Chipset, canonical, chipset_of
+from pytest_pcie.reference.machine import Chipset, canonical_on, chipset_on
 from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
 from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import CONTROLLER_TYPE_MODELS
@@ -37,6 +38,12 @@ DEFAULT_MODELS: dict[str, str] = {
     "controller:usb": "piix3-uhci",
     "controller:scsi": "lsilogic",
 }
+
+
+def default_model(key: str) -> str | None:
+    """The model libvirt stores for a device of ``key`` written without one, on the current arch."""
+    return arch_default_model(key) or DEFAULT_MODELS.get(key)
+
 
 # <serial><target type> -> the <model name> libvirt writes inside the target.
 SERIAL_MODEL_NAMES: dict[str, str] = {"pci-serial": "pci-serial", "usb-serial": "usb-serial"}
@@ -61,6 +68,7 @@ class Domain:
     chipset: Chipset
     acpi: bool
     numa_cells: int
+    arch: str = X86_64
     devices: list[Device] = field(default_factory=list)
     controllers: list[Device] = field(default_factory=list)
 
@@ -99,7 +107,9 @@ def load_domain(text: str) -> Domain:
     if root.tag != "domain":
         raise LibvirtError(f"XML error: unexpected root element <{root.tag}>, expecting <domain>")
     os_type = root.find("os/type")
-    machine = canonical((os_type.get("machine") if os_type is not None else None) or "pc")
+    arch = (os_type.get("arch") if os_type is not None else None) or X86_64
+    current_arch.set(arch)
+    machine = canonical_on((os_type.get("machine") if os_type is not None else None) or "pc", arch)
     if os_type is not None:
         os_type.set("machine", machine)
     devices_element = root.find("devices")
@@ -107,7 +117,8 @@ def load_domain(text: str) -> Domain:
         devices_element = etree.SubElement(root, "devices")
     numa = root.findall("cpu/numa/cell")
     domain = Domain(
-        root, devices_element, machine, chipset_of(machine), root.find("features/acpi") is not None, len(numa)
+        root, devices_element, machine, chipset_on(machine, arch), root.find("features/acpi") is not None, len(numa),
+        arch,
     )
     read = _read_devices(devices_element)
     for element in devices_element:
@@ -269,8 +280,9 @@ def _model_child(device: Device) -> str:
 
 def _with_default(device: Device, key: str, read: Callable[[Device], str], write: Callable[[str], None]) -> str:
     model = read(device)
-    if model == "default" and key in DEFAULT_MODELS:
-        model = DEFAULT_MODELS[key]
+    default = default_model(key) if model == "default" else None
+    if default is not None:
+        model = default
         write(model)
     return model
 

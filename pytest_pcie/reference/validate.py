@@ -14,7 +14,7 @@ from pytest_pcie.reference.assign import iterate_devices
 from pytest_pcie.reference.controllers import validate_controller
 from pytest_pcie.reference.defaults import disk_controller
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.machine import Chipset, unsupported_message
+from pytest_pcie.reference.machine import Chipset, unsupported_on
 from pytest_pcie.reference.model import Device
 from pytest_pcie.reference.parse import USB_COMPANION_MODELS, Domain
 from pytest_pcie.reference.profiles import current_rules
@@ -61,6 +61,12 @@ def _virtiofs_refused(device: Device, domain: Domain, position: int) -> bool:
     return driver is not None and driver.get("type") == "virtiofs" and not has_shared_memory(domain)
 
 
+# (chipset, arch) pairs each IOMMU model is allowed on ("ARM Virt" is the aarch64 virt machine).
+IOMMU_MACHINES: dict[str | None, frozenset[tuple[Chipset, str]]] = {
+    "intel": frozenset({(Chipset.Q35, "x86_64")}),
+    "virtio": frozenset({(Chipset.Q35, "x86_64"), (Chipset.VIRT, "aarch64")}),
+}
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "video",
@@ -76,7 +82,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "iommu",
-        lambda device, domain, position: device.model in ("virtio", "intel") and domain.chipset is not Chipset.Q35,
+        lambda device, domain, position: device.model in ("virtio", "intel")
+        and (domain.chipset, domain.arch) not in IOMMU_MACHINES[device.model],
         lambda device, domain: f"unsupported configuration: IOMMU device: '{device.model}' is only supported with Q35 "
         "and ARM Virt machines" if device.model == "virtio" else
         f"unsupported configuration: IOMMU device: '{device.model}' is only supported with Q35 machines",
@@ -108,7 +115,7 @@ RULES: tuple[Rule, ...] = (
 
 def validate_domain(domain: Domain) -> None:
     """Raise libvirt's error for a domain it would refuse at validation."""
-    message = unsupported_message(domain.machine)
+    message = unsupported_on(domain.machine, domain.arch)
     if message is not None:
         raise LibvirtError(message)
     positions: dict[str, int] = {}
