@@ -37,8 +37,8 @@ DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "riscv64": {"interface": "virtio", "video": "virtio"},
 }
 
-# Arches on which libvirt adds no default memballoon (aarch64 on 9.0.0, 11.3.0 and 12.8.0;
-# 12.8.0 adds none on riscv64 either: a golden override until a profile row says so).
+# Arches on which libvirt 9.0.0 adds no default memballoon (aarch64 on every release; 12.8.0 adds
+# none on riscv64 either: profiles.RULE_CHANGES, versions.virt-no-default-memballoon).
 NO_DEFAULT_MEMBALLOON: frozenset[str] = frozenset({"aarch64"})
 
 # The arch of the domain being read, for devices read later on its behalf (defaults, attach):
@@ -47,5 +47,8 @@ current_arch: ContextVar[str] = ContextVar("current_arch", default=X86_64)
 
 
 def arch_default_model(key: str) -> str | None:
-    """The current arch's own default model for ``key``, or None where x86's holds."""
-    return DEFAULT_MODELS.get(current_arch.get(), {}).get(key)
+    """The current arch's own default model for ``key`` under the current profile (9.0.0's are
+    :data:`DEFAULT_MODELS`), or None where x86's holds."""
+    from pytest_pcie.reference.profiles import current_rules  # profiles reads this module's tables
+
+    return current_rules().arch_default_models.get(current_arch.get(), {}).get(key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from pytest_pcie.reference.arches import NO_DEFAULT_MEMBALLOON, arch_default_model
+from pytest_pcie.reference.arches import arch_default_model
 from pytest_pcie.reference.elements import make_elements
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
@@ -197,7 +197,9 @@ def _add_pci_root(domain: Domain) -> None:
 
 
 def _add_memballoon(domain: Domain) -> None:
-    if domain.arch in NO_DEFAULT_MEMBALLOON or any(device.kind == "memballoon" for device in domain.devices):
+    if domain.arch in current_rules().no_default_memballoon_arches or any(
+        device.kind == "memballoon" for device in domain.devices
+    ):
         return
     element = domain.devices_element.makeelement("memballoon", {"model": "virtio"})
     insert_device(domain.devices_element, element)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from pytest_pcie.reference.arches import DEFAULT_MODELS as ARCH_DEFAULT_MODELS
+from pytest_pcie.reference.arches import NO_DEFAULT_MEMBALLOON
 from pytest_pcie.versions import Version, VersionError
 
 
@@ -130,6 +132,10 @@ class Rules:
     # Whether a SCSI controller without a model takes the model of the first one that names one
     # (instead of lsilogic).
     scsi_model_from_first_written: bool = False
+    # Per arch other than x86_64: the model libvirt stores for a device written without one.
+    arch_default_models: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: ARCH_DEFAULT_MODELS)
+    # Arches whose domains get no default memballoon.
+    no_default_memballoon_arches: frozenset[str] = NO_DEFAULT_MEMBALLOON
     # Whether growing the bus table for a device that needs a pcie-to-pci-bridge slot adds a
     # root port (instead of failing "Cannot automatically add a new PCI bus").
     pcie_to_pci_bridge_gets_port: bool = False
@@ -229,6 +235,26 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
         "A SCSI controller written without a model, or added for a disk, takes the model of the first "
         "SCSI controller (by index) that names one; lsilogic only when none does.",
         {"scsi_model_from_first_written": True},
+    ),
+    RuleChange(
+        "versions.virt-no-default-memballoon",
+        Version(12, 8, 0),
+        "riscv64 virt gets no default memballoon either (aarch64 virt never had one).",
+        {"no_default_memballoon_arches": _adding("riscv64")},
+    ),
+    RuleChange(
+        "versions.virt-scsi-default-virtio",
+        Version(12, 8, 0),
+        "On aarch64 and riscv64 virt a SCSI controller without a model is virtio-scsi (not lsilogic), and "
+        "on riscv64 a USB controller without a model is qemu-xhci (not piix3-uhci).",
+        {
+            "arch_default_models": {
+                "aarch64": {**ARCH_DEFAULT_MODELS["aarch64"], "controller:scsi": "virtio-scsi"},
+                "riscv64": {
+                    **ARCH_DEFAULT_MODELS["riscv64"], "controller:scsi": "virtio-scsi", "controller:usb": "qemu-xhci"
+                },
+            }
+        },
     ),
     RuleChange(
         "versions.pcie-to-pci-bridge-gets-a-port",
