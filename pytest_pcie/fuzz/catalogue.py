@@ -118,8 +118,10 @@ OTHERS = [
          "<target dir='fuzz{n}'/>{address}</filesystem>", startable=False),
     *(Kind(f"sound-{model}", f"<sound model='{model}'>{{address}}</sound>")
       for model in ("ich6", "ich9", "ac97", "es1370")),
+    # QEMU builds qxl for x86 only, and QEMU 11.1 (libvirt 12.8.0) no longer vmware-svga for
+    # aarch64 and riscv64 ("domain configuration does not support video model 'vmvga'").
     *(Kind(f"video-{model}", f"<video><model type='{model}'/>{{address}}</video>",
-           machines=X86 if model == "qxl" else ALL)  # QEMU builds qxl for x86 only
+           machines=X86 if model in ("qxl", "vmvga") else ALL)
       for model in ("cirrus", "vga", "qxl", "virtio", "bochs", "vmvga")),
     Kind("watchdog-i6300esb", "<watchdog model='i6300esb' action='reset'>{address}</watchdog>", hotplug=True),
     Kind("shmem-ivshmem-plain", f"<shmem name='{SHMEM_PREFIX}{{n}}'><model type='ivshmem-plain'/>"
