@@ -344,7 +344,7 @@ _FLAGLESS_SKIPPED = frozenset(
 )
 # Non-PCI controllers libvirt never gives a PCI address in the ordered pass.
 _CONTROLLERS_WITHOUT_SLOT: frozenset[tuple[str, str | None]] = frozenset(
-    {("usb", "none"), ("fdc", None), ("ccid", None), ("scsi", "ncr53c90")}
+    {("usb", "none"), ("fdc", None), ("ccid", None), ("scsi", "ncr53c90"), ("scsi", "ibmvscsi")}
 )
 
 

@@ -192,6 +192,7 @@ def read_device(element: Element) -> Device:
         known = CONTROLLER_TYPE_MODELS.get(device.ctype)
         if written is not None and known is not None and written not in known:
             raise LibvirtError(f"unsupported configuration: Unknown model type '{written}'")
+    _check_known_values(device)
     device.model = reader(device)
     if device.kind == "memballoon" and device.model == "none":
         address = element.find("address")
@@ -341,13 +342,23 @@ def _disk_model(device: Device) -> str:
     return device.element.get("model") or "default"
 
 
+def _check_known_values(device: Device) -> None:
+    """Values a release's parser does not know yet (profiles.Rules.unknown_values)."""
+    for kind, tag, attribute, value in current_rules().unknown_values:
+        if kind != device.kind:
+            continue
+        element = device.element if tag == kind else device.element.find(tag)
+        if element is not None and element.get(attribute) == value:
+            raise LibvirtError(f"XML error: Invalid value for attribute '{attribute}' in element '{tag}': '{value}'.")
+
+
 def _filesystem_model(device: Device) -> str:
     driver = device.element.find("driver")
     driver_type = driver.get("type") if driver is not None else None
     if driver_type == "virtiofs":
         return "virtio"
-    if driver_type in ("loop", "nbd", "ploop"):
-        return "none"
+    if driver_type in ("loop", "nbd", "ploop", "mtp"):
+        return "none"  # host-side drivers, or (mtp) a USB device: no PCI address
     return device.element.get("model") or "default"
 
 

@@ -132,6 +132,11 @@ class Rules:
     # Whether a SCSI controller without a model takes the model of the first one that names one
     # (instead of lsilogic).
     scsi_model_from_first_written: bool = False
+    # (device kind, element, attribute, value) the parser does not know yet: "XML error: Invalid value
+    # for attribute ... in element ...".
+    unknown_values: frozenset[tuple[str, str, str, str]] = frozenset(
+        {("sound", "sound", "model", "virtio"), ("filesystem", "driver", "type", "mtp")}
+    )
     # Per arch other than x86_64: the model libvirt stores for a device written without one.
     arch_default_models: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: ARCH_DEFAULT_MODELS)
     # Arches whose domains get no default memballoon.
@@ -186,6 +191,13 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
         "controllers) are inserted among those of their type instead of appended, so they are addressed "
         "before the controllers of later types (9.0.0 addressed every named controller first).",
         {"added_controllers_inserted": True},
+    ),
+    RuleChange(
+        "versions.virtio-sound-and-mtp",
+        Version(11, 3, 0),
+        "The parser knows <sound model='virtio'> (a virtio endpoint) and the mtp filesystem driver (a USB "
+        "device, no PCI address), which 9.0.0 refuses as invalid values.",
+        {"unknown_values": frozenset()},
     ),
     RuleChange(
         "versions.several-watchdogs",

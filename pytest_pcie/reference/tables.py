@@ -227,6 +227,7 @@ DEVICE_LINKS: dict[tuple[str, str], Link] = {
     **{("disk", model): link for model, link in _VIRTIO_FAMILY.items()},
     ("disk", "*"): Link.VIRTIO,
     **{("filesystem", model): link for model, link in _VIRTIO_FAMILY.items()},
+    ("filesystem", "none"): Link.NONE,  # loop/nbd/ploop (host side) and mtp (a USB device)
     ("filesystem", "*"): Link.VIRTIO,
     **{("memballoon", model): link for model, link in _VIRTIO_FAMILY.items()},
     ("memballoon", "*"): Link.NONE,
@@ -241,6 +242,7 @@ DEVICE_LINKS: dict[tuple[str, str], Link] = {
     ("sound", "ich9"): Link.PCI,
     ("sound", "ac97"): Link.PCI,
     ("sound", "es1370"): Link.PCI,
+    ("sound", "virtio"): Link.VIRTIO,
     ("sound", "*"): Link.NONE,
     ("watchdog", "i6300esb"): Link.PCI,
     ("watchdog", "*"): Link.NONE,
@@ -273,6 +275,7 @@ DEVICE_LINKS: dict[tuple[str, str], Link] = {
     **{("controller:scsi", model): link for model, link in _VIRTIO_FAMILY.items()},
     ("controller:scsi", "virtio-scsi"): Link.VIRTIO,
     ("controller:scsi", "ncr53c90"): Link.NONE,
+    ("controller:scsi", "ibmvscsi"): Link.NONE,  # a pSeries VIO device: no PCI address, on x86 too
     ("controller:scsi", "*"): Link.PCI,
     **{("controller:virtio-serial", model): link for model, link in _VIRTIO_FAMILY.items()},
     ("controller:virtio-serial", "*"): Link.VIRTIO,
