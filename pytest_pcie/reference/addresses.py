@@ -204,16 +204,8 @@ class AddressSet:
         if self.buses[address.bus].functions[address.slot] & (1 << address.function):
             category = "XML error" if from_config else "internal error"
             raise LibvirtError(f"{category}: Attempted double use of PCI Address {requested}")
-        self._take(address, flags)
+        _take(self.buses[address.bus], address, int(flags))
         return address
-
-    def _take(self, address: PciAddress, flags: Connect) -> None:
-        """Mark one checked, free function as used (and its slot as aggregating root ports)."""
-        bus = self.buses[address.bus]
-        used = bus.functions[address.slot]
-        if not used and int(flags) & _AGGREGATE:
-            bus.aggregate |= 1 << address.slot
-        bus.functions[address.slot] = used | 1 << address.function
 
     def reserve_next(self, flags: Connect, function: int | None = None) -> PciAddress:
         """Find and reserve the next free address for a device with ``flags`` (function None = any).
@@ -228,20 +220,21 @@ class AddressSet:
             raise LibvirtError("XML error: No PCI buses available")
         wanted = int(flags)
         key = (wanted, function)
-        for number in range(self._first_bus.get(key, 0), len(buses)):
+        first_bus = self._first_bus
+        for number in range(first_bus.get(key, 0), len(buses)):
             bus = buses[number]
             if not _fits(bus.flags, wanted, number):
                 continue
-            found = self._free_on_bus(bus, number, wanted, function)
+            found = _free_on_bus(bus, number, wanted, function)
             if found is None:
                 continue
             # A device taking the last slot of a bus fills it for every later search of its kind
             # (root ports excepted: they share a slot), so those can start at the next bus.
             full = found.slot == bus.max_slot and not wanted & _AGGREGATE
-            self._first_bus[key] = number + 1 if full else number
-            self._take(found, flags)
+            first_bus[key] = number + 1 if full else number
+            _take(bus, found, wanted)
             return found
-        self._first_bus[key] = len(buses)
+        first_bus[key] = len(buses)
         if not self.dry_run:
             raise LibvirtError("internal error: No more available PCI slots")
         want = 0 if function is None else function
@@ -251,33 +244,9 @@ class AddressSet:
         if not _fits(grown.flags, wanted, target.bus):
             return self.reserve(address, flags, from_config=False)  # fails, with libvirt's message
         if grown.min_slot == grown.max_slot and not wanted & _AGGREGATE:
-            self._first_bus[key] = target.bus + 1  # its one slot is taken just below (see above)
-        self._take(address, flags)  # a new bus: the slot is in range and free
+            first_bus[key] = target.bus + 1  # its one slot is taken just below (see above)
+        _take(grown, address, wanted)  # a new bus: the slot is in range and free
         return address
-
-    @staticmethod
-    def _free_on_bus(bus: Bus, number: int, flags: int, function: int | None) -> PciAddress | None:
-        want = 0 if function is None else function
-        aggregating = bool(flags & _AGGREGATE)
-        # one hint per kind of search: (aggregating or not) x (function None, 0..7), as a small int
-        key = (10 if aggregating else 0) + (0 if function is None else function + 1)
-        hints = bus.hints
-        functions = bus.functions
-        aggregate = bus.aggregate if aggregating else 0
-        for slot_number in range(max(bus.min_slot, hints.get(key, 0)), bus.max_slot + 1):
-            used = functions[slot_number]
-            if not used:
-                hints[key] = slot_number
-                return PciAddress(0, number, slot_number, want)
-            if not aggregate >> slot_number & 1:
-                continue
-            # a slot of root ports: the wanted function, or with none wanted the lowest free one
-            lowest_free = ~used & (used + 1) if function is None else 1 << want & ~used
-            if 0 < lowest_free <= 1 << MAX_FUNCTION:
-                hints[key] = slot_number
-                return PciAddress(0, number, slot_number, lowest_free.bit_length() - 1)
-        hints[key] = bus.max_slot + 1
-        return None
 
     # -- growth (dry run only) ----------------------------------------------------------------
 
@@ -323,3 +292,39 @@ class AddressSet:
             bus.set_model(model, True)
         self.buses.extend(new)
         return address
+
+
+def _take(bus: Bus, address: PciAddress, flags: int) -> None:
+    """Mark one checked, free function of ``bus`` as used (and its slot as aggregating root ports).
+    Module-level functions taking plain ints: the search calls these once per device, and a method
+    call with an ``int(Connect)`` inside measured a visible share of it."""
+    slot = address.slot
+    used = bus.functions[slot]
+    if not used and flags & _AGGREGATE:
+        bus.aggregate |= 1 << slot
+    bus.functions[slot] = used | 1 << address.function
+
+
+def _free_on_bus(bus: Bus, number: int, flags: int, function: int | None) -> PciAddress | None:
+    """The first free address on ``bus`` (number ``number``) for a device with ``flags``, or None."""
+    want = 0 if function is None else function
+    aggregating = bool(flags & _AGGREGATE)
+    # one hint per kind of search: (aggregating or not) x (function None, 0..7), as a small int
+    key = (10 if aggregating else 0) + (0 if function is None else function + 1)
+    hints = bus.hints
+    functions = bus.functions
+    aggregate = bus.aggregate if aggregating else 0
+    for slot_number in range(max(bus.min_slot, hints.get(key, 0)), bus.max_slot + 1):
+        used = functions[slot_number]
+        if not used:
+            hints[key] = slot_number
+            return PciAddress(0, number, slot_number, want)
+        if not aggregate >> slot_number & 1:
+            continue
+        # a slot of root ports: the wanted function, or with none wanted the lowest free one
+        lowest_free = ~used & (used + 1) if function is None else 1 << want & ~used
+        if 0 < lowest_free <= 1 << MAX_FUNCTION:
+            hints[key] = slot_number
+            return PciAddress(0, number, slot_number, lowest_free.bit_length() - 1)
+    hints[key] = bus.max_slot + 1
+    return None
