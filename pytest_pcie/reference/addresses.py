@@ -8,6 +8,7 @@ of failing, adding the buses the device needs (root port, pci-bridge, or root po
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -58,7 +59,6 @@ class Bus:
 
     ``functions[slot]`` has bit n set when function n of the slot is reserved; bit ``slot`` of
     ``aggregate`` is set when the slot's first occupant was a root port (more may share it).
-    ``hints`` remembers, per kind of search, the lowest slot that may still fit (slots only fill).
     """
 
     model: str | None = None
@@ -67,7 +67,6 @@ class Bus:
     max_slot: int = MAX_SLOT
     functions: list[int] = field(default_factory=partial(list, _NO_FUNCTIONS))  # C-level copy, no lambda frame
     aggregate: int = 0
-    hints: dict[int, int] = field(default_factory=dict)
 
     def set_model(self, model: str, hotplug: bool) -> None:
         self.model = model
@@ -144,9 +143,9 @@ class AddressSet:
     def __init__(self, buses: list[Bus], dry_run: bool) -> None:
         self.buses = buses
         self.dry_run = dry_run
-        # (flags, function) -> the first bus that may still have room for such a device.  Slots
-        # only ever fill up while addresses are assigned, so a bus that had no room stays full.
-        self._first_bus: dict[tuple[int, int | None], int] = {}
+        # (flags, function) -> the next-free search for such devices, paused where it last found
+        # one (see _search)
+        self._searches: dict[tuple[int, int | None], Iterator[PciAddress | None]] = {}
 
     @property
     def count(self) -> int:
@@ -204,16 +203,8 @@ class AddressSet:
         if self.buses[address.bus].functions[address.slot] & (1 << address.function):
             category = "XML error" if from_config else "internal error"
             raise LibvirtError(f"{category}: Attempted double use of PCI Address {requested}")
-        self._take(address, flags)
+        _take(self.buses[address.bus], address, int(flags))
         return address
-
-    def _take(self, address: PciAddress, flags: Connect) -> None:
-        """Mark one checked, free function as used (and its slot as aggregating root ports)."""
-        bus = self.buses[address.bus]
-        used = bus.functions[address.slot]
-        if not used and int(flags) & _AGGREGATE:
-            bus.aggregate |= 1 << address.slot
-        bus.functions[address.slot] = used | 1 << address.function
 
     def reserve_next(self, flags: Connect, function: int | None = None) -> PciAddress:
         """Find and reserve the next free address for a device with ``flags`` (function None = any).
@@ -228,20 +219,12 @@ class AddressSet:
             raise LibvirtError("XML error: No PCI buses available")
         wanted = int(flags)
         key = (wanted, function)
-        for number in range(self._first_bus.get(key, 0), len(buses)):
-            bus = buses[number]
-            if not _fits(bus.flags, wanted, number):
-                continue
-            found = self._free_on_bus(bus, number, wanted, function)
-            if found is None:
-                continue
-            # A device taking the last slot of a bus fills it for every later search of its kind
-            # (root ports excepted: they share a slot), so those can start at the next bus.
-            full = found.slot == bus.max_slot and not wanted & _AGGREGATE
-            self._first_bus[key] = number + 1 if full else number
-            self._take(found, flags)
+        search = self._searches.get(key)
+        if search is None:
+            search = self._searches[key] = _search(buses, wanted, function)
+        found = next(search)
+        if found is not None:
             return found
-        self._first_bus[key] = len(buses)
         if not self.dry_run:
             raise LibvirtError("internal error: No more available PCI slots")
         want = 0 if function is None else function
@@ -250,34 +233,8 @@ class AddressSet:
         address = PciAddress(0, target.bus, grown.min_slot, want)
         if not _fits(grown.flags, wanted, target.bus):
             return self.reserve(address, flags, from_config=False)  # fails, with libvirt's message
-        if grown.min_slot == grown.max_slot and not wanted & _AGGREGATE:
-            self._first_bus[key] = target.bus + 1  # its one slot is taken just below (see above)
-        self._take(address, flags)  # a new bus: the slot is in range and free
+        _take(grown, address, wanted)  # a new bus: the slot is in range and free
         return address
-
-    @staticmethod
-    def _free_on_bus(bus: Bus, number: int, flags: int, function: int | None) -> PciAddress | None:
-        want = 0 if function is None else function
-        aggregating = bool(flags & _AGGREGATE)
-        # one hint per kind of search: (aggregating or not) x (function None, 0..7), as a small int
-        key = (10 if aggregating else 0) + (0 if function is None else function + 1)
-        hints = bus.hints
-        functions = bus.functions
-        aggregate = bus.aggregate if aggregating else 0
-        for slot_number in range(max(bus.min_slot, hints.get(key, 0)), bus.max_slot + 1):
-            used = functions[slot_number]
-            if not used:
-                hints[key] = slot_number
-                return PciAddress(0, number, slot_number, want)
-            if not aggregate >> slot_number & 1:
-                continue
-            # a slot of root ports: the wanted function, or with none wanted the lowest free one
-            lowest_free = ~used & (used + 1) if function is None else 1 << want & ~used
-            if 0 < lowest_free <= 1 << MAX_FUNCTION:
-                hints[key] = slot_number
-                return PciAddress(0, number, slot_number, lowest_free.bit_length() - 1)
-        hints[key] = bus.max_slot + 1
-        return None
 
     # -- growth (dry run only) ----------------------------------------------------------------
 
@@ -323,3 +280,53 @@ class AddressSet:
             bus.set_model(model, True)
         self.buses.extend(new)
         return address
+
+
+def _take(bus: Bus, address: PciAddress, flags: int) -> None:
+    """Mark one checked, free function of ``bus`` as used (and its slot as aggregating root ports).
+    Module-level functions taking plain ints: the search calls these once per device, and a method
+    call with an ``int(Connect)`` inside measured a visible share of it."""
+    slot = address.slot
+    used = bus.functions[slot]
+    if not used and flags & _AGGREGATE:
+        bus.aggregate |= 1 << slot
+    bus.functions[slot] = used | 1 << address.function
+
+
+def _search(buses: list[Bus], flags: int, function: int | None) -> Iterator[PciAddress | None]:
+    """libvirt's next-free search for devices with ``flags`` (and ``function``, None = any), as a
+    generator that takes each address it yields, and yields None when no bus has room.
+
+    Slots only ever fill up while addresses are assigned, so a slot that had no room for such a
+    device never has room again: the search can stay paused where it last found one instead of
+    starting again from bus 0 (the same answers as libvirt's full scan).  A generator, because its
+    resumption is several times cheaper than the calls and remembered hints it replaced, and a
+    large domain runs the search once per device.  Buses the dry run appends after a None are
+    looked at when the search resumes."""
+    want = 0 if function is None else function
+    aggregating = flags & _AGGREGATE
+    number = 0
+    while True:
+        while number < len(buses):
+            bus = buses[number]
+            if _fits(bus.flags, flags, number):
+                functions = bus.functions
+                slot, last = bus.min_slot, bus.max_slot
+                while slot <= last:
+                    used = functions[slot]
+                    if not used:
+                        if aggregating:
+                            bus.aggregate |= 1 << slot
+                        functions[slot] = 1 << want
+                        yield PciAddress(0, number, slot, want)
+                        continue  # the same slot again: root ports may share it
+                    if aggregating and bus.aggregate >> slot & 1:
+                        # a slot of root ports: the wanted function, or with none wanted the lowest free one
+                        lowest_free = ~used & (used + 1) if function is None else 1 << want & ~used
+                        if 0 < lowest_free <= 1 << MAX_FUNCTION:
+                            functions[slot] = used | lowest_free
+                            yield PciAddress(0, number, slot, lowest_free.bit_length() - 1)
+                            continue
+                    slot += 1
+            number += 1
+        yield None

@@ -70,7 +70,8 @@ def check_usb_devices(domain: Domain) -> None:
     if any(controller.ctype == "usb" and controller.model != "none" for controller in domain.controllers):
         return
     devices = [*domain.controllers, *domain.devices]
-    if any(_is_usb_device(device) for device in devices):
+    # the kind test first, inline: most devices of a large domain are of no USB kind at all
+    if any(device.kind in USB_DEVICE_SIGNS and _is_usb_device(device) for device in devices):
         raise LibvirtError(
             "unsupported configuration: USB is disabled for this domain, but USB devices are present in the domain XML"
         )
@@ -159,7 +160,8 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
             bus.set_model(default, True)
     addresses = AddressSet(buses, dry_run)
     for device in iterate_devices(domain):
-        if not device.has_pci_address:
+        # address_type first: most devices have none, and has_pci_address is two property calls
+        if device.address_type != "pci" or not device.has_pci_address:
             continue
         assert device.address is not None
         if _is_piix3_integrated(device):
@@ -303,9 +305,12 @@ def _assign_classes(domain: Domain, addresses: AddressSet) -> None:
     """Give each device wanting an address the next free one, class by class (tables.CLASS_ORDER)."""
     members = _class_members(domain)
     commit = not addresses.dry_run
+    reserve_next = addresses.reserve_next
     for klass in CLASS_ORDER:
         for device in members.get(klass, ()):
-            if not device.wants_pci_address:
+            # most devices have no <address> at all: that alone means they want one, without the
+            # two property calls wants_pci_address makes (this loop runs once per device, twice)
+            if device.address_type is not None and not device.wants_pci_address:
                 if klass == "disk" and not device.has_pci_address and device.address_type not in _DISK_OTHER_BUSES:
                     raise LibvirtError(
                         f"unsupported configuration: virtio disk cannot have an address of type '{device.address_type}'"
@@ -314,9 +319,11 @@ def _assign_classes(domain: Domain, addresses: AddressSet) -> None:
             if klass == "controller" and device.model in USB2_FUNCTIONS and device.ctype == "usb":
                 _assign_usb2(domain, device, addresses)
                 continue
-            address = addresses.reserve_next(device.flags)
-            if commit:
-                _commit(device, address, device.multifunction)
+            address = reserve_next(device.flags)
+            if commit:  # _commit, inline: once per device
+                device.address = address
+                device.address_type = "pci"
+                device.written = False
 
 
 def _class_members(domain: Domain) -> dict[str, list[Device]]:
@@ -402,8 +409,9 @@ def write_addresses(domain: Domain) -> None:
     write_pci_addresses(
         [
             device
-            for device in domain.all_devices()
-            if device.address_type == "pci" and device.address is not None and not device.written
+            for devices in (domain.controllers, domain.devices)  # all_devices, without a generator
+            for device in devices
+            if not device.written and device.address_type == "pci" and device.address is not None
         ]
     )
 

@@ -39,13 +39,19 @@ def format_domain(domain: Domain) -> str:
     return etree.tostring(domain.root, encoding="unicode") + "\n"
 
 
+_FORMAT_RANK: dict[object, int] = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
+
+
 def _sort_devices(domain: Domain) -> None:
     """libvirt formats devices grouped by kind (tables.FORMAT_ORDER), each kind in its list order
     (controllers grouped by type, disks sorted by target, the primary video first)."""
-    rank = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
-    list_rank = {id(device.element): number for number, device in enumerate(domain.all_devices())}
+    rank = _FORMAT_RANK
+    # keyed by the elements themselves (lxml elements hash by identity, and each device holds its
+    # own, so the proxies stay the same): no id() call per device
+    list_rank = {device.element: number for number, device in enumerate(domain.all_devices())}
     children = list(domain.devices_element)
-    keys = [(rank.get(str(child.tag), len(FORMAT_ORDER)), list_rank.get(id(child), 0)) for child in children]
+    last = len(FORMAT_ORDER)
+    keys = [(rank.get(child.tag, last), list_rank.get(child, 0)) for child in children]
     order = sorted(range(len(children)), key=keys.__getitem__)
     if order != list(range(len(children))):  # re-inserting every child is costly: only when needed
         domain.devices_element[:] = [children[position] for position in order]
