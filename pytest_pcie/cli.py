@@ -69,7 +69,8 @@ class _AppendStep(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
-        description="Show the PCI topology libvirt gives a QEMU x86_64 domain after attach/detach steps.",
+        description="Show the PCI topology libvirt gives a QEMU domain (x86_64 pc/q35, aarch64 and riscv64 virt) "
+        "after attach/detach steps.",
     )
     parser.add_argument(
         "input", metavar="INPUT.xml", nargs="?", help="domain XML (may be as short as <domain><devices/></domain>)"
