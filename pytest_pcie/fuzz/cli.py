@@ -96,14 +96,8 @@ def main(
         print(f"pcie-fuzz: error: --out {args.out} is a file; name a folder to write case folders into")
         return EXIT_USAGE
     try:
-        libvirt = libvirt_factory(args.libvirt_uri)
+        reference, libvirt = _open_backends(args.libvirt_uri, reference_factory, libvirt_factory)
     except BackendUnavailable as exc:
-        print(f"pcie-fuzz: error: {exc}")
-        return EXIT_USAGE
-    try:
-        reference = reference_factory(libvirt)
-    except BackendUnavailable as exc:
-        libvirt.close()
         print(f"pcie-fuzz: error: {exc}")
         return EXIT_USAGE
     print(f"{reference.header()}\n{libvirt.header()}", flush=True)
@@ -138,19 +132,26 @@ def main(
     return EXIT_DISAGREED if ran else EXIT_AGREED
 
 
+def _open_backends(
+    uri: str, reference_factory: ReferenceFactory, libvirt_factory: BackendFactory
+) -> tuple[Backend, Backend]:
+    """The daemon at ``uri``, then the reference matching its release; BackendUnavailable (with
+    the daemon closed again) when either cannot be had."""
+    libvirt = libvirt_factory(uri)
+    try:
+        return reference_factory(libvirt), libvirt
+    except BackendUnavailable:
+        libvirt.close()
+        raise
+
+
 def _recheck(root: Path, uri: str, reference_factory: ReferenceFactory, libvirt_factory: BackendFactory) -> int:
     if not root.is_dir():
         print(f"pcie-fuzz: error: --recheck {root} is not a folder; name the --out folder of an earlier run")
         return EXIT_USAGE
     try:
-        libvirt = libvirt_factory(uri)
+        reference, libvirt = _open_backends(uri, reference_factory, libvirt_factory)
     except BackendUnavailable as exc:
-        print(f"pcie-fuzz: error: {exc}")
-        return EXIT_USAGE
-    try:
-        reference = reference_factory(libvirt)
-    except BackendUnavailable as exc:
-        libvirt.close()
         print(f"pcie-fuzz: error: {exc}")
         return EXIT_USAGE
     agreed = disagreed = 0

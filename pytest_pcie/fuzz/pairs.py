@@ -20,7 +20,7 @@ from pathlib import Path
 from lxml import etree
 
 from pytest_pcie.backends.base import Backend
-from pytest_pcie.cases import CaseError, load_case
+from pytest_pcie.cases import CASE_FILE, INPUT_FILE, CaseError, Operation, load_case
 from pytest_pcie.fuzz.differ import Judgement, judge
 
 
@@ -57,7 +57,7 @@ def corpus_problems(cases_root: Path) -> list[Problem]:
             case = load_case(toml.parent, cases_root)
         except CaseError:
             continue
-        if case.operation.value != "define" or case.steps or case.expect_error is None:
+        if case.operation is not Operation.DEFINE or case.steps or case.expect_error is None:
             continue
         root = etree.fromstring(case.input_xml.encode())
         if [child.tag for child in root if isinstance(child.tag, str) and child.tag not in NAMING] != ["devices"]:
@@ -94,10 +94,11 @@ def run_pairs(
         folder = Path(root) / "pair"
         folder.mkdir()
         for first, second in chosen:
-            (folder / "input.xml").write_text(joined_input(first, second))
-            (folder / "case.toml").write_text(
+            (folder / INPUT_FILE).write_text(joined_input(first, second), encoding="utf-8")
+            (folder / CASE_FILE).write_text(
                 f'description = "{first.case_id} + {second.case_id}"\n'
-                f'machines = ["{first.machine}"]\noperation = "define"\n'
+                f'machines = ["{first.machine}"]\noperation = "define"\n',
+                encoding="utf-8",
             )
             case = load_case(folder, Path(root))
             yield PairResult(first, second, judge(case, first.machine, reference, libvirt))
