@@ -228,10 +228,10 @@ class AddressSet:
         if not self.dry_run:
             raise LibvirtError("internal error: No more available PCI slots")
         want = 0 if function is None else function
-        target = self.grow(PciAddress(0, len(buses), 0, want), flags)
-        grown = buses[target.bus]
-        address = PciAddress(0, target.bus, grown.min_slot, want)
-        if not _fits(grown.flags, wanted, target.bus):
+        number = self._append(len(buses), wanted, flags)
+        grown = buses[number]
+        address = PciAddress(0, number, grown.min_slot, want)
+        if not _fits(grown.flags, wanted, number):
             return self.reserve(address, flags, from_config=False)  # fails, with libvirt's message
         _take(grown, address, wanted)  # a new bus: the slot is in range and free
         return address
@@ -242,21 +242,29 @@ class AddressSet:
         """Append buses until ``address.bus`` exists, choosing what the device needs
         (libvirt's virDomainPCIAddressSetGrow).  Returns the address, whose bus may be bumped by one
         when a root port + pcie-to-pci-bridge pair is needed."""
-        add = address.bus - len(self.buses) + 1
-        if add <= 0:
+        if address.bus < len(self.buses):
             return address
-        pair = False
-        wanted = int(flags)
+        number = self._append(address.bus, int(flags), flags)
+        if number == address.bus:
+            return address
+        return PciAddress(address.domain, number, address.slot, address.function)
+
+    def _append(self, number: int, wanted: int, flags: Connect) -> int:
+        """Append buses up to bus ``number`` (at least one) for a device with ``wanted`` flags (the
+        plain-int ``flags``); returns the bus the device goes on: ``number``, or ``number + 1`` when
+        a root port + pcie-to-pci-bridge pair had to come first."""
+        buses = self.buses
+        add = number - len(buses) + 1
         if wanted & _PCI_DEVICE:
             model = "pci-bridge"
-            pair = not any(bus.flags & int(Connect.PCI_BRIDGE) for bus in self.buses)
+            pair = not any(bus.flags & _PCI_BRIDGE for bus in buses)
             if pair and add == 1:
                 add += 1
-                address = PciAddress(address.domain, address.bus + 1, address.slot, address.function)
+                number += 1
         elif wanted & _NEEDS_ROOT_PORT or (
             wanted & _PCIE_TO_PCI_BRIDGE and current_rules().pcie_to_pci_bridge_gets_port
         ):
-            model = "pcie-root-port"
+            model, pair = "pcie-root-port", False
         else:
             existing = next((name for bit, name in CONNECT_TO_MODEL if flags & bit), None)
             if existing is not None:
@@ -267,19 +275,20 @@ class AddressSet:
                 )
             raise LibvirtError(
                 f"internal error: Cannot automatically add a new PCI bus for a device with connect flags "
-                f"{int(flags):02x}"
+                f"{wanted:02x}"
             )
-        new = [Bus() for _ in range(add)]
-        first = 0
         if pair:
-            new[0].set_model("pcie-root-port", True)
-            new[0].flags = int(Connect.PCIE_TO_PCI_BRIDGE)
-            new[1].set_model("pcie-to-pci-bridge", True)
-            first = 2
-        for bus in new[first:]:
+            port, bridge = Bus(), Bus()
+            port.set_model("pcie-root-port", True)
+            port.flags = _PCIE_TO_PCI_BRIDGE
+            bridge.set_model("pcie-to-pci-bridge", True)
+            buses += (port, bridge)
+            add -= 2
+        for _ in range(add):  # most often one bus: no list to build
+            bus = Bus()
             bus.set_model(model, True)
-        self.buses.extend(new)
-        return address
+            buses.append(bus)
+        return number
 
 
 def _take(bus: Bus, address: PciAddress, flags: int) -> None:

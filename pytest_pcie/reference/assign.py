@@ -17,7 +17,7 @@ from pytest_pcie.reference.defaults import new_pci_controllers
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, device_class, fill_flags
 from pytest_pcie.reference.machine import Chipset
-from pytest_pcie.reference.model import Device, PciAddress, child, write_pci_addresses
+from pytest_pcie.reference.model import UNBUILT, Device, PciAddress, build_added_controllers, child, write_pci_addresses
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.policy import current_policy
 from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_MODELS, USB2_FUNCTIONS, Connect
@@ -406,6 +406,17 @@ def _commit(device: Device, address: PciAddress, multifunction: str | None) -> N
 def write_addresses(domain: Domain) -> None:
     """Write every PCI address not yet in libvirt's full spelling: the ones placed, and the partial
     ones users wrote (libvirt stores those in full)."""
+    unbuilt = [controller for controller in domain.controllers if controller.element is UNBUILT]
+    if unbuilt:
+        after = next(
+            (
+                controller.element
+                for controller in reversed(domain.controllers)
+                if controller.element is not UNBUILT and controller.element.getparent() is domain.devices_element
+            ),
+            None,
+        )
+        build_added_controllers(unbuilt, domain.devices_element, after)
     write_pci_addresses(
         [
             device

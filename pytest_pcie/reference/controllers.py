@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from pytest_pcie.reference.elements import element_text, make_elements, quoted
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.model import Device, Element, child, parse_int
+from pytest_pcie.reference.model import SETTINGS, UNBUILT, Device, Element, child, parse_int
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.tables import CONTROLLER_MODELS, MODEL_NAMES, Target
 
@@ -71,6 +71,7 @@ class Options:
 # The Target members apply_defaults tests for every PCI controller, read off the class once: in
 # Python 3.11 each ``Target.X`` is a descriptor call, a visible cost over hundreds of root ports.
 _CHASSIS_NR, _ROOT_PORT, _DOWNSTREAM, _BUS_NR = Target.CHASSIS_NR, Target.ROOT_PORT, Target.DOWNSTREAM, Target.BUS_NR
+_NO_TARGET = Target.NONE
 
 
 def apply_defaults(domain: Domain) -> None:
@@ -80,6 +81,12 @@ def apply_defaults(domain: Domain) -> None:
         row = CONTROLLER_MODELS.get(controller.model)
         if row is None:
             continue
+        if controller.element is UNBUILT:  # added by the assigner: its element is built later, in full
+            settings = _added_settings(controller, row.target, row.model_name)
+            if settings is not None:
+                controller.extra[SETTINGS] = settings
+                _check_bridge_index(controller)
+                continue
         # controllers the assigner created have no settings yet: nothing to read back
         options = Options(None, {}) if controller.implicit else Options.read(controller)
         if options.model_name is None and row.model_name is not None:
@@ -101,17 +108,25 @@ def apply_defaults(domain: Domain) -> None:
                     f"auto-assign to bus {address.bus if address else 0}. Must be manually assigned"
                 )
             values["busNr"] = bus_nr
-        if target is _BUS_NR:
+        if controller.element is UNBUILT:  # added by the assigner: its element is built later, in full
+            controller.extra[SETTINGS] = _settings_text(options)
+        elif target is _BUS_NR:
             _write_settings([(controller, options)])  # the next expander's default busNr reads it
         else:
             pending.append((controller, options))
-        if controller.model == "pci-bridge" and address is not None and (controller.index or 0) <= address.bus:
-            index = controller.index or 0
-            raise LibvirtError(
-                f"unsupported configuration: PCI controller at index {index} (0x{index:02x}) has "
-                f"bus='0x{address.bus:02x}', but index must be larger than bus"
-            )
+        _check_bridge_index(controller)
     _write_settings(pending)
+
+
+def _check_bridge_index(controller: Device) -> None:
+    """A pci-bridge must have a higher index than the bus it sits on."""
+    address = controller.address
+    if controller.model == "pci-bridge" and address is not None and (controller.index or 0) <= address.bus:
+        index = controller.index or 0
+        raise LibvirtError(
+            f"unsupported configuration: PCI controller at index {index} (0x{index:02x}) has "
+            f"bus='0x{address.bus:02x}', but index must be larger than bus"
+        )
 
 
 def _new_bus_nr(domain: Domain) -> int | None:
@@ -184,6 +199,34 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
             model.addnext(target)
         else:
             element.insert(0, target)
+
+
+def _added_settings(controller: Device, target: Target, model_name: str | None) -> str | None:
+    """The ``<model>`` and ``<target>`` text of a controller the assigner added, straight from its
+    index and address: the defaults of :func:`apply_defaults` when nothing was written, with no
+    :class:`Options` to fill (hundreds of root ports in a large domain).  None for the targets whose
+    defaults depend on other controllers (busNr)."""
+    index = controller.index or 0
+    address = controller.address
+    if target is _ROOT_PORT and address is not None:
+        spelled = f' chassis="{index}" port="0x{(address.slot << 3) + address.function:x}"'
+    elif target is _DOWNSTREAM and address is not None:
+        spelled = f' chassis="{index}" port="0x{address.slot:x}"'
+    elif target is _CHASSIS_NR:
+        spelled = f' chassisNr="{index}"'
+    elif target is _NO_TARGET:
+        spelled = ""
+    else:
+        return None
+    model = "" if model_name is None else _model_text(model_name)
+    return f"{model}<target{spelled}/>" if spelled else model
+
+
+def _settings_text(options: Options) -> str:
+    """The ``<model>`` and ``<target>`` of a controller with no element yet, as element text."""
+    attributes = _target_attributes(options.values)
+    model = "" if options.model_name is None else _model_text(options.model_name)
+    return f"{model}<target{attributes}/>" if attributes else model
 
 
 @cache

@@ -13,10 +13,9 @@ from __future__ import annotations
 from lxml import etree
 
 from pytest_pcie.reference.arches import arch_default_model
-from pytest_pcie.reference.elements import make_elements
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset
-from pytest_pcie.reference.model import Device, insert_device
+from pytest_pcie.reference.model import UNBUILT, Device, insert_device
 from pytest_pcie.reference.parse import DISK_UNITS_PER_CONTROLLER, Domain, disk_index, insert_controller, read_device
 from pytest_pcie.reference.policy import current_policy
 from pytest_pcie.reference.profiles import current_rules
@@ -97,22 +96,14 @@ def new_controller(domain: Domain, ctype: str, index: int, model: str | None) ->
 
 
 def new_pci_controllers(domain: Domain, wanted: list[tuple[int, str]]) -> list[Device]:
-    """Append the PCI controllers the assigner adds, ``(index, model)`` each, in that order.
+    """Add the PCI controllers the assigner adds, ``(index, model)`` each, in that order.
 
-    The assigner adds them by the hundred in a large domain, so their elements are built in one
-    batch (see :mod:`elements`) rather than one by one like :func:`new_controller`."""
-    # indexes are numbers and models names from tables.CONTROLLER_MODELS: nothing to escape
-    texts = [f'<controller type="pci" index="{index}" model="{model}"/>' for index, model in wanted]
-    elements = make_elements(texts)
-    if not elements:
+    The assigner adds them by the hundred in a large domain, so they get no element yet (their
+    element is :data:`model.UNBUILT`): :func:`model.build_added_controllers` builds each in full,
+    settings and address included, once placement is over."""
+    added = [Device(UNBUILT, "controller", model, "pci", index, implicit=True) for index, model in wanted]
+    if not added:
         return []
-    _place_controller_element(domain, elements[0])
-    first = domain.devices_element.index(elements[0])
-    domain.devices_element[first + 1 : first + 1] = elements[1:]  # one C-level insert for the rest
-    added = [
-        Device(element, "controller", model, "pci", index, implicit=True)
-        for (index, model), element in zip(wanted, elements, strict=True)
-    ]
     domain.controllers.extend(added)
     if current_rules().added_controllers_inserted:
         _order_pci_controllers_by_index(domain, added[0].index or 0)

@@ -33,10 +33,22 @@ def define_domain(domain: Domain) -> Domain:
 
 
 def format_domain(domain: Domain) -> str:
-    """The document as text, devices in libvirt's element order, indented like libvirt's output."""
+    """The document as text, devices in libvirt's element order, indented like libvirt's output.
+
+    libxml2's own pretty-printer indents exactly like ``etree.indent`` (two spaces) at half the
+    cost, as long as no element with element children also holds text: it leaves such an element
+    as written, while ``indent`` replaces its blank text.  Blank text survives the parse in an
+    element that had no children (``<devices>\n</devices>``) and gets children added, and stray
+    text is rare: only then does formatting pay for ``indent``."""
     _sort_devices(domain)
-    etree.indent(domain.root, space="  ")
-    return etree.tostring(domain.root, encoding="unicode") + "\n"
+    if _TEXT_BESIDE_ELEMENTS(domain.root):
+        etree.indent(domain.root, space="  ")
+        return etree.tostring(domain.root, encoding="unicode") + "\n"
+    return etree.tostring(domain.root, encoding="unicode", pretty_print=True)
+
+
+# A text node whose parent also has element children (a blank one to replace, or mixed content).
+_TEXT_BESIDE_ELEMENTS = etree.XPath("boolean(//text()[../*])")
 
 
 _FORMAT_RANK: dict[object, int] = {tag: number for number, tag in enumerate(FORMAT_ORDER)}

@@ -8,8 +8,9 @@ because libvirt applies them before anything looks at addresses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
 from lxml import etree
 
@@ -141,6 +142,7 @@ def _read_devices(devices_element: Element) -> dict[Element, Device]:
     read: dict[Element, Device] = {}
     by_kind: dict[str, list[Element]] = {}
     single_messages = current_rules().single_device_messages
+    unknown = unknown_values()
     for element in devices_element:
         by_kind.setdefault(str(element.tag), []).append(element)
     for kind in PARSE_ORDER:
@@ -149,7 +151,7 @@ def _read_devices(devices_element: Element) -> dict[Element, Device]:
             raise LibvirtError(single_messages[kind])
         devices: list[Device] = []
         for element in elements:
-            device = read_device(element)
+            device = read_device(element, unknown)
             if kind == "controller":
                 _check_usb_none(devices, device)
             devices.append(device)
@@ -176,8 +178,10 @@ def _check_usb_none(earlier: list[Device], new: Device) -> None:
         raise LibvirtError("Can't add another USB controller: USB is disabled for this domain")
 
 
-def read_device(element: Element) -> Device:
-    """The typed view of one device element (model defaults applied to the element too)."""
+def read_device(element: Element, unknown: UnknownValues | None = None) -> Device:
+    """The typed view of one device element (model defaults applied to the element too).
+
+    ``unknown`` is :func:`unknown_values` of the current rules, when the caller reads many devices."""
     kind = str(element.tag)
     reader = _MODEL_READERS.get(kind, _model_attribute)
     device = Device(element, kind, "")
@@ -192,7 +196,9 @@ def read_device(element: Element) -> Device:
         known = CONTROLLER_TYPE_MODELS.get(device.ctype)
         if written is not None and known is not None and written not in known:
             raise LibvirtError(f"unsupported configuration: Unknown model type '{written}'")
-    _check_known_values(device)
+    checks = (unknown_values() if unknown is None else unknown).get(kind)
+    if checks:
+        _check_known_values(device, checks)
     device.model = reader(device)
     if device.kind == "memballoon" and device.model == "none":
         address = element.find("address")
@@ -292,6 +298,10 @@ def _interface_model(device: Device) -> str:
     if device.element.get("type") == "hostdev":
         device.extra["hostdev"] = "pci"
         return "hostdev"
+    model = child(device.element, "model")
+    written = model.get("type") if model is not None else None
+    if written and written != "default":
+        return written  # the common case: a model written, no default to fill in
 
     def write(model: str) -> None:
         element = device.element.find("model")
@@ -342,12 +352,26 @@ def _disk_model(device: Device) -> str:
     return device.element.get("model") or "default"
 
 
-def _check_known_values(device: Device) -> None:
-    """Values a release's parser does not know yet (profiles.Rules.unknown_values)."""
-    for kind, tag, attribute, value in current_rules().unknown_values:
-        if kind != device.kind:
-            continue
-        element = device.element if tag == kind else device.element.find(tag)
+# Element kind -> (tag, attribute, value) its parser does not know yet (profiles.Rules.unknown_values).
+UnknownValues = Mapping[str, tuple[tuple[str, str, str], ...]]
+
+
+def unknown_values() -> UnknownValues:
+    """The values the current release's parser does not know, by element kind."""
+    return _unknown_by_kind(current_rules().unknown_values)
+
+
+@cache
+def _unknown_by_kind(values: frozenset[tuple[str, str, str, str]]) -> UnknownValues:
+    by_kind: dict[str, list[tuple[str, str, str]]] = {}
+    for kind, tag, attribute, value in sorted(values):
+        by_kind.setdefault(kind, []).append((tag, attribute, value))
+    return {kind: tuple(checks) for kind, checks in by_kind.items()}
+
+
+def _check_known_values(device: Device, checks: tuple[tuple[str, str, str], ...]) -> None:
+    for tag, attribute, value in checks:
+        element = device.element if tag == device.kind else device.element.find(tag)
         if element is not None and element.get(attribute) == value:
             raise LibvirtError(f"XML error: Invalid value for attribute '{attribute}' in element '{tag}': '{value}'.")
 
