@@ -89,6 +89,8 @@ def _is_usb_device(device: Device) -> bool:
     if sign is None:
         return False
     attribute, value = sign
+    if device.kind == "controller":
+        return device.ctype == value  # the type attribute, read at parse
     if device.kind == "disk":
         return device.extra.get("bus") == value  # the bus implied by the target name counts too
     return (device.element.get(attribute) if attribute else device.model) == value
@@ -431,21 +433,34 @@ def write_addresses(domain: Domain) -> None:
 
 
 def set_multifunction(domain: Domain) -> None:
-    """``multifunction='on'`` for the function-0 device of every slot another device shares."""
-    devices = [device for device in iterate_devices(domain) if device.address_type == "pci" and device.address]
-    by_slot: dict[tuple[int, int, int], Device] = {}
-    for device in devices:
-        assert device.address is not None
-        if device.address.function == 0:
-            by_slot.setdefault((device.address.domain, device.address.bus, device.address.slot), device)
-    for device in devices:
-        assert device.address is not None
-        if device.address.function == 0:
-            continue
-        first = by_slot.get((device.address.domain, device.address.bus, device.address.slot))
-        if first is not None and first.multifunction is None:
-            first.multifunction = "on"
-            first.written = False
+    """``multifunction='on'`` for the function-0 device of every slot another device shares.
+
+    Only one device can hold function 0 of a slot, so the order devices are looked at in does not
+    matter: the lists are walked as they are, without libvirt's iteration order."""
+    shared: set[tuple[int, int, int]] = set()
+    first_functions: list[Device] = []
+    for devices in (domain.controllers, domain.devices):
+        for device in devices:
+            address = device.address
+            if address is None or device.address_type != "pci":
+                continue
+            if address.function:
+                shared.add((address.domain, address.bus, address.slot))
+            else:
+                first_functions.append(device)
+    if not shared:
+        return
+    seen: set[tuple[int, int, int]] = set()
+    for device in first_functions:
+        address = device.address
+        assert address is not None
+        slot = (address.domain, address.bus, address.slot)
+        if slot in seen:
+            continue  # a slot's first function-0 device only (two cannot be placed, but keep libvirt's rule)
+        seen.add(slot)
+        if slot in shared and device.multifunction is None:
+            device.multifunction = "on"
+            device.written = False
 
 
 def fill_controller_defaults(domain: Domain) -> None:

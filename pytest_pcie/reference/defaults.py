@@ -148,12 +148,13 @@ def _add_implicit_inputs(domain: Domain) -> None:
     among inputs added later (an attached virtio tablet follows them)."""
     if domain.chipset not in PS2_CHIPSETS:
         return
+    present = {
+        device.element.get("type")
+        for device in domain.devices
+        if device.kind == "input" and device.element.get("bus") == "ps2"
+    }
     for kind in IMPLICIT_INPUTS:
-        present = any(
-            device.kind == "input" and device.element.get("type") == kind and device.element.get("bus") == "ps2"
-            for device in domain.devices
-        )
-        if present:
+        if kind in present:
             continue
         element = domain.devices_element.makeelement("input", {"type": kind, "bus": "ps2"})
         insert_device(domain.devices_element, element)

@@ -37,15 +37,22 @@ def fill_flags(domain: Domain) -> None:
 
 def connect_flags(device: Device, pcie: Connect) -> Connect:
     """Connect flags of one device, given what a PCIe endpoint means on this machine."""
-    if device.is_pci_controller:
-        row = CONTROLLER_MODELS.get(device.model)
-        if row is None:
-            return NONE
-        return row.needs if current_policy().pack_root_ports else row.needs & ~Connect.AGGREGATE_SLOT
+    if device.kind == "controller" and device.ctype == "pci":
+        return _pci_controller_flags(device.model, current_policy().pack_root_ports)
     if device_class(device) == "hostdev":
         return _hostdev_flags(device, pcie)
     kind = f"controller:{device.ctype}" if device.kind == "controller" else device.kind
     return _model_flags(kind, device.model, pcie)
+
+
+@lru_cache(maxsize=64)
+def _pci_controller_flags(model: str, pack_root_ports: bool) -> Connect:
+    """What a PCI controller of ``model`` needs to plug into (worked out once per model: the
+    assigner adds root ports by the hundred)."""
+    row = CONTROLLER_MODELS.get(model)
+    if row is None:
+        return NONE
+    return row.needs if pack_root_ports else row.needs & ~Connect.AGGREGATE_SLOT
 
 
 @lru_cache(maxsize=1024)

@@ -113,6 +113,12 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# RULES by device kind, in their order: a device is checked against its kind's rules only.
+_RULES_BY_KIND: dict[str, tuple[Rule, ...]] = {
+    kind: tuple(rule for rule in RULES if rule.kind == kind) for kind in dict.fromkeys(rule.kind for rule in RULES)
+}
+
+
 def validate_domain(domain: Domain) -> None:
     """Raise libvirt's error for a domain it would refuse at validation."""
     message = unsupported_on(domain.machine, domain.arch)
@@ -196,6 +202,6 @@ def validate_device(device: Device, domain: Domain, position: int) -> None:
         if not device.implicit:  # the ones libvirt adds carry exactly the settings their model needs
             validate_controller(device)
         return
-    for rule in RULES:
-        if rule.kind == device.kind and rule.refused(device, domain, position):
+    for rule in _RULES_BY_KIND.get(device.kind, ()):
+        if rule.refused(device, domain, position):
             raise LibvirtError(rule.message(device, domain))
