@@ -72,6 +72,11 @@ class Bus:
         self.model = model
         self.flags, self.min_slot, self.max_slot = _BUS_SHAPES[model, hotplug]
 
+    @classmethod
+    def of_model(cls, model: str, hotplug: bool = True) -> Bus:
+        """A new bus of ``model`` (what set_model gives, in one constructor call)."""
+        return cls(model, *_BUS_SHAPES[model, hotplug])
+
     def fully_reserved(self) -> bool:
         return all(self.functions[self.min_slot : self.max_slot + 1])
 
@@ -278,16 +283,12 @@ class AddressSet:
                 f"{wanted:02x}"
             )
         if pair:
-            port, bridge = Bus(), Bus()
-            port.set_model("pcie-root-port", True)
+            port = Bus.of_model("pcie-root-port")
             port.flags = _PCIE_TO_PCI_BRIDGE
-            bridge.set_model("pcie-to-pci-bridge", True)
-            buses += (port, bridge)
+            buses += (port, Bus.of_model("pcie-to-pci-bridge"))
             add -= 2
         for _ in range(add):  # most often one bus: no list to build
-            bus = Bus()
-            bus.set_model(model, True)
-            buses.append(bus)
+            buses.append(Bus.of_model(model))
         return number
 
 

@@ -135,16 +135,20 @@ def _plan(domain: Domain, buses: int, max_index: int) -> int:
             if number not in existing and model is not None
         ]
         index = addresses.count
+        flags_of: dict[str, Connect] = {}  # per model: the controllers added are mostly of one
         for controller in new_pci_controllers(domain, wanted):
-            controller.flags = connect_flags(controller, NONE)
+            flags = flags_of.get(controller.model)
+            if flags is None:
+                flags = flags_of[controller.model] = connect_flags(controller, NONE)
+            controller.flags = flags
             if controller.model not in ROOT_MODELS:
-                addresses.reserve_next(controller.flags)
+                addresses.reserve_next(flags)
     return addresses.count
 
 
 def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
     """The address table for ``domain``: one bus per index below ``count``, explicit addresses reserved."""
-    buses = [Bus() for _ in range(count)]
+    models: list[Bus | None] = [None] * count
     for controller in domain.pci_controllers():
         assert controller.index is not None
         if controller.index >= count:
@@ -153,13 +157,11 @@ def build_set(domain: Domain, count: int, dry_run: bool) -> AddressSet:
             )
         if controller.model not in _KNOWN_BUS_MODELS:
             raise LibvirtError("internal error: PCI controller model was not set correctly")
-        buses[controller.index].set_model(controller.model, _hotplug(controller))
-    if buses and buses[0].model in (None, "pci-root"):
-        buses[0].set_model("pci-root", True)  # libvirt ignores hotplug='off' on pci-root here
+        models[controller.index] = Bus.of_model(controller.model, _hotplug(controller))
+    if models and (models[0] is None or models[0].model == "pci-root"):
+        models[0] = Bus.of_model("pci-root")  # libvirt ignores hotplug='off' on pci-root here
     default = "pcie-root-port" if domain.has_pcie_root else "pci-bridge"
-    for bus in buses[1:]:
-        if bus.model is None:
-            bus.set_model(default, True)
+    buses = [Bus.of_model(default) if bus is None else bus for bus in models]
     addresses = AddressSet(buses, dry_run)
     for device in iterate_devices(domain):
         # address_type first: most devices have none, and has_pci_address is two property calls

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from lxml import etree
 
 from pytest_pcie.reference.assign import assign_addresses
@@ -61,9 +63,12 @@ def _sort_devices(domain: Domain) -> None:
     # keyed by the elements themselves (lxml elements hash by identity, and each device holds its
     # own, so the proxies stay the same): no id() call per device
     list_rank = {device.element: number for number, device in enumerate(domain.all_devices())}
-    children = list(domain.devices_element)
     last = len(FORMAT_ORDER)
+    children = list(domain.devices_element)
     keys = [(rank.get(child.tag, last), list_rank.get(child, 0)) for child in children]
+    # a stable sort changes nothing when the keys already never decrease, the usual case: look
+    # before paying for re-inserting every child
+    if all(map(operator.le, keys, keys[1:])):
+        return
     order = sorted(range(len(children)), key=keys.__getitem__)
-    if order != list(range(len(children))):  # re-inserting every child is costly: only when needed
-        domain.devices_element[:] = [children[position] for position in order]
+    domain.devices_element[:] = [children[position] for position in order]

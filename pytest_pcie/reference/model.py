@@ -226,10 +226,14 @@ def _address_text(device: Device) -> str:
 
 def insert_device(devices: Element, element: Element) -> None:
     """Insert ``element`` into ``<devices>`` after the last device that libvirt formats before it."""
-    rank = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
-    mine = rank.get(str(element.tag), len(FORMAT_ORDER))
-    position = 0
-    for number, child in enumerate(devices):
-        if rank.get(str(child.tag), len(FORMAT_ORDER)) <= mine:
-            position = number + 1
-    devices.insert(position, element)
+    last = len(FORMAT_ORDER)
+    mine = _FORMAT_RANK.get(str(element.tag), last)
+    for child in reversed(devices):  # from the end: the place is usually near it
+        if _FORMAT_RANK.get(str(child.tag), last) <= mine:
+            child.addnext(element)
+            return
+    devices.insert(0, element)
+
+
+# Element tag -> its place in libvirt's device order (tables.FORMAT_ORDER).
+_FORMAT_RANK: dict[str, int] = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
