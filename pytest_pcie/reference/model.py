@@ -97,9 +97,10 @@ class Device:
 
 
 def child(element: Element, tag: str) -> Element | None:
-    """The first child named ``tag``: a plain loop, several times faster than lxml's ``find`` (which
-    compiles a path) on the few children a device element has."""
-    for candidate in element:
+    """The first child named ``tag``.  By index rather than lxml's ``find`` (which compiles a path)
+    or its child iterator (an object per call): a device element has a few children, often none."""
+    for position in range(len(element)):
+        candidate = element[position]
         if candidate.tag == tag:
             return candidate
     return None
