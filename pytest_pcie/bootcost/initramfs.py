@@ -8,6 +8,12 @@ decompressing it, which saves boot time under TCG and keeps the unpacking out of
 Every boot of one kernel gets the same archive, whatever the topology: the modules to load are
 named on the kernel command line (``bootcost.load=``), so the work of unpacking the initramfs is
 the same for every topology and cancels out when two topologies are compared.
+
+At the end, init copies the kernel log to the serial console: only the lines the parser reads
+(``/etc/bootcost-kept`` holds them as one regular expression, from
+:func:`pytest_pcie.bootcost.parse.kept_lines_pattern`), or the whole log when the command line says
+``bootcost.log=full``.  That happens after the last timestamp the parser uses, so it costs host
+time only.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from __future__ import annotations
 import stat
 from collections.abc import Mapping
 
-from pytest_pcie.bootcost import marks
+from pytest_pcie.bootcost import marks, parse
 
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 CONSOLE_DEVICE = (5, 1)  # /dev/console: the kernel opens it for init's stdin/stdout/stderr
+KEPT_PATTERN_FILE = "etc/bootcost-kept"
 
 INIT_SCRIPT = f"""#!/bin/sh
 # pcie-bootcost's /init.  Marks go to /dev/kmsg, so they carry the kernel's timestamps; the log
@@ -30,8 +37,12 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "{marks.INIT}" > /dev/kmsg
 load=
+log={marks.LOG_KEPT}
 for word in $(cat /proc/cmdline); do
-    case "$word" in {marks.LOAD_PARAMETER}=*) load="${{word#{marks.LOAD_PARAMETER}=}}" ;; esac
+    case "$word" in
+        {marks.LOAD_PARAMETER}=*) load="${{word#{marks.LOAD_PARAMETER}=}}" ;;
+        {marks.LOG_PARAMETER}=*) log="${{word#{marks.LOG_PARAMETER}=}}" ;;
+    esac
 done
 IFS=,
 for module in $load; do
@@ -43,7 +54,10 @@ echo "{marks.TSC_BEFORE}" > /dev/kmsg
 rdtsc > /tmp/tsc
 echo "{marks.TSC_AFTER}" > /dev/kmsg
 echo "{marks.TSC} $(od -An -tu8 /tmp/tsc)" > /dev/kmsg
-dmesg > /dev/console
+case "$log" in
+    {marks.LOG_WHOLE}) dmesg > /dev/console ;;
+    *) dmesg | grep -E -f /{KEPT_PATTERN_FILE} > /dev/console ;;
+esac
 echo "{marks.END}" > /dev/console
 poweroff -f
 """
@@ -98,9 +112,9 @@ def _padded(data: bytes) -> bytes:
 
 
 def build_initramfs(busybox: bytes, rdtsc: bytes, modules: Mapping[str, bytes]) -> bytes:
-    """The archive: /init, /bin/busybox with the applets the script uses, /bin/rdtsc, /lib/modules/NAME.ko."""
+    """The archive: /init, busybox with the applets the script uses, /bin/rdtsc, the modules, the kept-lines pattern."""
     archive = CpioWriter()
-    for directory in ("bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp"):
+    for directory in ("bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "tmp"):
         archive.directory(directory)
     archive.char_device("dev/console", *CONSOLE_DEVICE)
     archive.file("bin/busybox", busybox, 0o755)
@@ -109,9 +123,10 @@ def build_initramfs(busybox: bytes, rdtsc: bytes, modules: Mapping[str, bytes]) 
     archive.file("bin/rdtsc", rdtsc, 0o755)
     for name in sorted(modules):
         archive.file(f"lib/modules/{name}.ko", modules[name])
+    archive.file(KEPT_PATTERN_FILE, parse.kept_lines_pattern().encode() + b"\n")
     archive.file("init", INIT_SCRIPT.encode(), 0o755)
     return archive.finish()
 
 
 # The busybox applets INIT_SCRIPT runs, as symlinks (busybox picks the applet by its argv[0]).
-APPLETS = ("sh", "mount", "cat", "insmod", "od", "dmesg", "poweroff")
+APPLETS = ("sh", "mount", "cat", "insmod", "od", "dmesg", "grep", "poweroff")
