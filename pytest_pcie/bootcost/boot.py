@@ -76,7 +76,6 @@ class Settings:
     mode: Mode = Mode.ICOUNT
     timeout_s: float = 300.0
     extra: tuple[str, ...] = ()  # more QEMU arguments (a sweep's -global, say)
-    whole_log: bool = False  # the console gets the whole kernel log, not only the lines parse() reads
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,7 @@ def command_line(
     machine: str, topology: Layout, files: GuestFiles, load: list[str], settings: Settings, console: Path
 ) -> list[str]:
     """The whole QEMU command: machine, accelerator, memory, guest, console, then the topology."""
-    log = f"{marks.LOG_PARAMETER}={marks.LOG_WHOLE if settings.whole_log else marks.LOG_KEPT}"
-    append = " ".join((*KERNEL_ARGUMENTS, log, f"{marks.LOAD_PARAMETER}={','.join(load)}" if load else ""))
+    append = " ".join((*KERNEL_ARGUMENTS, f"{marks.LOAD_PARAMETER}={','.join(load)}" if load else ""))
     command = [
         qemu_binary(), "-machine", MACHINES[machine], *ACCELERATORS[settings.mode],
         *_memory(topology.numa_nodes),

@@ -16,8 +16,3 @@ TSC = f"{PREFIX} tsc"  # + the counter read between the two marks above
 END = f"{PREFIX} end"  # written to the console after the log: the log is complete
 
 LOAD_PARAMETER = "bootcost.load"  # kernel command line: modules to insmod, in order, comma-separated
-# Kernel command line: which log lines init copies to the console at the end.  Both values have the
-# same length, so that the kernel does the same work on either command line.
-LOG_PARAMETER = "bootcost.log"
-LOG_KEPT = "kept"  # only the lines the parser reads (parse.KEPT_MESSAGES)
-LOG_WHOLE = "full"  # the whole kernel log (--keep-console)

@@ -27,7 +27,7 @@ class Options:
     kernel: PackageSpec = guest.DEFAULT_KERNEL
     busybox: PackageSpec = guest.DEFAULT_BUSYBOX
     timeout_s: float = 300.0
-    console_dir: Path | None = None  # keep each boot's console here (NAME-RUN.log), with the whole kernel log
+    console_dir: Path | None = None  # keep each boot's console here (NAME-RUN.log): the log lines the parser read
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def prepare(options: Options) -> Prepared:
 
 def measure(topology: Topology, prepared: Prepared, options: Options, extra: tuple[str, ...] = ()) -> Result:
     """Boot ``topology`` ``options.runs`` times; BootError/LogError on the first run that fails."""
-    settings = boot.Settings(options.mode, options.timeout_s, extra, whole_log=options.console_dir is not None)
+    settings = boot.Settings(options.mode, options.timeout_s, extra)
     with tempfile.TemporaryDirectory(prefix="pcie-bootcost-") as scratch_name:
         scratch = Path(scratch_name)
         layout = qemu.layout(topology, scratch / "share")
