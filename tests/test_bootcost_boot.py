@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -32,16 +33,19 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def test_small_topology_boots_and_gives_the_same_guest_numbers_twice() -> None:
+def test_small_topology_boots_and_gives_the_same_guest_numbers_twice(tmp_path: Path) -> None:
     if shutil.which(boot.QEMU) is None:
         unavailable(f"{boot.QEMU} is not installed")
-    options = Options(cache_dir=packages.default_cache_dir(), runs=2)
+    options = Options(cache_dir=packages.default_cache_dir(), runs=2, console_dir=tmp_path)
     try:
         prepared = prepare(options)
     except GuestUnavailable as exc:
         unavailable(str(exc))
     topology = domain_topology(DOMAIN, "two-ports-one-nic", "q35")
     result = measure(topology, prepared, options)
+    kept, again = (path.read_text(encoding="utf-8") for path in sorted(tmp_path.iterdir()))
+    assert kept == again  # -icount: the two consoles are the same, byte for byte
+    assert len(kept) < 20_000 and "Command line: " not in kept  # only the lines the parser reads reached it
     first, second = result.breakdowns
     for (name, one), (_, two) in zip(first.phases(), second.phases(), strict=True):
         assert one is not None and two is not None and abs(one - two) <= 0.1, (name, one, two)  # -icount

@@ -8,7 +8,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_pcie.bootcost import initramfs, marks, rdtsc
+from pytest_pcie.bootcost import initramfs, marks, parse, rdtsc
 
 BUSYBOX = b"\x7fELF-not-really-busybox"
 
@@ -48,6 +48,7 @@ def test_archive_holds_init_busybox_applets_rdtsc_and_modules() -> None:
     for applet in initramfs.APPLETS:
         mode, target, _ = entries[f"bin/{applet}"]
         assert stat.S_ISLNK(mode) and target == b"busybox"
+    assert entries[initramfs.KEPT_PATTERN_FILE][1] == parse.kept_lines_pattern().encode() + b"\n"
     console_mode, _, device = entries["dev/console"]
     assert stat.S_ISCHR(console_mode) and device == (5, 1)
     names = list(entries)
@@ -68,7 +69,7 @@ def test_any_modules_round_trip(modules: dict[str, bytes]) -> None:
 
 
 def test_init_script_uses_only_the_applets_it_links() -> None:
-    commands = {"mount", "cat", "insmod", "od", "dmesg", "poweroff", "rdtsc"}
+    commands = {"mount", "cat", "insmod", "od", "dmesg", "grep", "poweroff", "rdtsc"}
     for command in commands - {"rdtsc"}:
         assert command in initramfs.APPLETS
     script = initramfs.INIT_SCRIPT
@@ -91,3 +92,10 @@ def test_rdtsc_program_is_a_static_elf_whose_entry_is_its_code() -> None:
     code = program[entry - rdtsc.LOAD_ADDRESS :]
     assert code.startswith(b"\x0f\x31")  # rdtsc first
     assert code.endswith(b"\x0f\x05")  # and the exit syscall last
+
+
+def test_init_copies_only_the_kept_lines_and_after_the_last_timestamp() -> None:
+    script = initramfs.INIT_SCRIPT
+    copy = f"dmesg | grep -E -f /{initramfs.KEPT_PATTERN_FILE} > /dev/console"
+    assert copy in script and script.count("dmesg") == 1
+    assert script.index(marks.TSC_AFTER) < script.index(copy) < script.index(marks.END)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_pcie.bootcost import marks
-from pytest_pcie.bootcost.parse import LogError, entries, parse
+from pytest_pcie.bootcost.parse import LogError, entries, ere_literal, kept_lines_pattern, parse
 
 
 def stamp(seconds: float, message: str) -> str:
@@ -95,3 +99,54 @@ def test_missing_mark_says_the_log_was_cut() -> None:
 def test_entries_skip_lines_without_a_timestamp_and_carriage_returns() -> None:
     found = entries("[    0.000001] first\r\nnoise\n[   12.500000] second\r\n")
     assert [(entry.time_us, entry.message) for entry in found] == [(1, "first"), (12_500_000, "second")]
+
+
+def kept(text: str) -> str:
+    """What the guest's init copies to the console: the lines the pattern keeps (Python's re reads this ERE alike)."""
+    pattern = re.compile(kept_lines_pattern())
+    return "".join(line for line in text.splitlines(keepends=True) if pattern.match(line))
+
+
+def noisy_console() -> str:
+    """console() with lines the parser does not read between its own, as a whole initcall_debug log has."""
+    noise = [
+        stamp(0, "Command line: console=ttyS0 initcall_debug"),
+        stamp(0.2, "calling  pci_subsys_init+0x0/0x75 @ 1"),
+        stamp(0.2001, "calling  pci_arch_init+0x0/0x80 @ 1"),
+        stamp(0.21, "initcall pci_arch_init+0x0/0x80 returned 0 after 5 usecs"),
+        stamp(0.23, "initcall pci_subsys_init+0x0/0x75 returned 0 after 30000 usecs"),
+        stamp(0.402, "pci 0000:00:01.0: reg 0x10: [mem 0xfea00000-0xfea00fff]"),
+        stamp(0.402, "pci 0000:00:01.0: PCI bridge to [bus 01]"),
+        stamp(0.47, "calling  pci_apply_final_quirks+0x0/0x129 @ 1"),
+        stamp(0.48, "PCI: CLS 0 bytes, default 64"),
+        stamp(0.49, "initcall pci_apply_final_quirks+0x0/0x129 returned 0 after 20000 usecs"),
+        stamp(0.9, "virtio_net virtio0 enp1s0: renamed from eth0"),
+    ]
+    lines = console().splitlines(keepends=True)
+    times = [entries(line)[0].time_us if entries(line) else 10**9 for line in lines]
+    for line in noise:
+        at = entries(line)[0].time_us
+        index = next(position for position, time_us in enumerate(times) if time_us > at)
+        lines.insert(index, line + "\n")
+        times.insert(index, at)
+    return "".join(lines)
+
+
+def test_the_kept_lines_give_the_breakdown_of_the_whole_log() -> None:
+    whole = noisy_console()
+    lines = kept(whole)
+    assert "reg 0x10" not in lines and "pci_arch_init" not in lines and "Command line" not in lines
+    assert "calling  pci_subsys_init+" in lines and "initcall pci_apply_final_quirks+" in lines
+    assert parse(whole).pci_enumeration_ms == pytest.approx(52.5 + 30 + 20)  # the noise added two spans
+    assert parse(lines + f"{marks.END}\n") == parse(whole)
+
+
+def test_a_log_that_lost_its_first_line_is_refused() -> None:
+    text = console().replace("Linux version", "Linux versio")
+    with pytest.raises(LogError, match=r"lost its first lines.*raise log_buf_len in pytest_pcie/bootcost/boot\.py"):
+        parse(text)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40))
+def test_ere_literal_matches_exactly_its_text(text: str) -> None:
+    assert re.fullmatch(ere_literal(text), text)

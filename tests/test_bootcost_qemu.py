@@ -76,6 +76,7 @@ def test_command_line_puts_mode_guest_and_topology_in_order(tmp_path: Path, monk
     assert command[command.index("-initrd") + 1] == "/c/initrd.cpio"
     append = command[command.index("-append") + 1].split()
     assert "bootcost.load=virtio,virtio_pci" in append and "initcall_debug" in append
+    assert "log_buf_len=1M" in append and "initcall_blacklist=hpet_late_init" in append
     assert command[-2:] == layout.arguments
     kvm = boot.command_line("pc", layout, files, [], boot.Settings(mode=boot.Mode.KVM), tmp_path / "c.log")
     assert kvm[1:7] == ["-machine", "pc", "-accel", "kvm", "-cpu", "host"]

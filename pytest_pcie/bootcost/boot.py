@@ -7,9 +7,10 @@ what it measures is the guest's own work (and its waits), not the cost of VM exi
 host.  ``kvm`` runs on hardware virtualisation with the wall clock, where numbers vary and repeated
 runs are summarised instead (see :mod:`pytest_pcie.bootcost.run`).
 
-The kernel command line is the same for every topology.  Two entries shorten every boot without
-touching PCI: ``cryptomgr.notests`` skips the crypto self-tests, and ``nolapic_timer`` skips the
-local APIC timer calibration, a busy loop on the TSC that is slow to emulate.
+The kernel command line is the same for every topology.  Its last entries shorten every boot
+without touching PCI; each one was measured (docs/bootcost.md, "Host time").  Under -icount the
+host pays most for guest loops that poll a clock or a device register, or that fill memory: a loop
+that the guest finishes in a few milliseconds can cost the host seconds.
 """
 
 from __future__ import annotations
@@ -35,10 +36,18 @@ KERNEL_ARGUMENTS = (
     "loglevel=1",
     "printk.time=1",
     "initcall_debug",  # a duration for every initcall and every driver probe
-    "log_buf_len=8M",  # initcall_debug writes ~2000 lines; none may be lost before they are copied
+    # initcall_debug writes ~2000 lines (~130 KB, about 1 KB more per PCI function); parse() refuses
+    # a log that lost its first line.  The buffer's bookkeeping is zeroed at boot: 4.7 MB for 1M
+    # against 37 MB for 8M, which cost about 1 s of host time.
+    "log_buf_len=1M",
     "panic=-1",  # a panic reboots at once, and -no-reboot turns that into QEMU exiting
-    "cryptomgr.notests",
-    "nolapic_timer",
+    "cryptomgr.notests",  # no crypto self-tests
+    "nolapic_timer",  # no local APIC timer calibration, a busy loop on the TSC
+    "no_timer_check",  # no check that the IO-APIC timer ticks, another busy loop on the TSC
+    # No /dev/hpet: its calibration loops on HPET register reads and writes, each one a trap.  The
+    # HPET stays the clock source and the timer; those are set up before, from time_init.
+    "initcall_blacklist=hpet_late_init",
+    "rodata=off",  # kernel memory is not made read-only: no page-table splitting, no W+X walk
     "rdinit=/init",
 )
 # The guest's clock chip starts at a fixed date and follows the guest clock, not the host's: the

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME[=VERSION]",
         help="the Debian linux-image package to boot (default: the one docs/bootcost.md used)",
     )
-    parser.add_argument("--keep-console", type=Path, metavar="DIR", help="keep every boot's console log in DIR")
+    parser.add_argument(
+        "--keep-console", type=Path, metavar="DIR", help="keep every boot's console in DIR (the log lines read)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one boot may take (default 300)")
     return parser  # fmt: skip
 

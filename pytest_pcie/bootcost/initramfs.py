@@ -8,6 +8,13 @@ decompressing it, which saves boot time under TCG and keeps the unpacking out of
 Every boot of one kernel gets the same archive, whatever the topology: the modules to load are
 named on the kernel command line (``bootcost.load=``), so the work of unpacking the initramfs is
 the same for every topology and cancels out when two topologies are compared.
+
+At the end, init copies to the serial console only the lines of the kernel log that the parser
+reads (``/etc/bootcost-kept`` holds them as one regular expression, from
+:func:`pytest_pcie.bootcost.parse.kept_lines_pattern`).  That happens after the last timestamp the
+parser uses, so it changes host time only.  The choice cannot be left to the kernel command line:
+the kernel mixes its command line into its random state, and two command lines that differ in
+one word give boots that differ by milliseconds.
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ from __future__ import annotations
 import stat
 from collections.abc import Mapping
 
-from pytest_pcie.bootcost import marks
+from pytest_pcie.bootcost import marks, parse
 
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 CONSOLE_DEVICE = (5, 1)  # /dev/console: the kernel opens it for init's stdin/stdout/stderr
+KEPT_PATTERN_FILE = "etc/bootcost-kept"
 
 INIT_SCRIPT = f"""#!/bin/sh
 # pcie-bootcost's /init.  Marks go to /dev/kmsg, so they carry the kernel's timestamps; the log
@@ -43,7 +51,7 @@ echo "{marks.TSC_BEFORE}" > /dev/kmsg
 rdtsc > /tmp/tsc
 echo "{marks.TSC_AFTER}" > /dev/kmsg
 echo "{marks.TSC} $(od -An -tu8 /tmp/tsc)" > /dev/kmsg
-dmesg > /dev/console
+dmesg | grep -E -f /{KEPT_PATTERN_FILE} > /dev/console
 echo "{marks.END}" > /dev/console
 poweroff -f
 """
@@ -98,9 +106,9 @@ def _padded(data: bytes) -> bytes:
 
 
 def build_initramfs(busybox: bytes, rdtsc: bytes, modules: Mapping[str, bytes]) -> bytes:
-    """The archive: /init, /bin/busybox with the applets the script uses, /bin/rdtsc, /lib/modules/NAME.ko."""
+    """The archive: /init, busybox with the applets the script uses, /bin/rdtsc, the modules, the kept-lines pattern."""
     archive = CpioWriter()
-    for directory in ("bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp"):
+    for directory in ("bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "tmp"):
         archive.directory(directory)
     archive.char_device("dev/console", *CONSOLE_DEVICE)
     archive.file("bin/busybox", busybox, 0o755)
@@ -109,9 +117,10 @@ def build_initramfs(busybox: bytes, rdtsc: bytes, modules: Mapping[str, bytes]) 
     archive.file("bin/rdtsc", rdtsc, 0o755)
     for name in sorted(modules):
         archive.file(f"lib/modules/{name}.ko", modules[name])
+    archive.file(KEPT_PATTERN_FILE, parse.kept_lines_pattern().encode() + b"\n")
     archive.file("init", INIT_SCRIPT.encode(), 0o755)
     return archive.finish()
 
 
 # The busybox applets INIT_SCRIPT runs, as symlinks (busybox picks the applet by its argv[0]).
-APPLETS = ("sh", "mount", "cat", "insmod", "od", "dmesg", "poweroff")
+APPLETS = ("sh", "mount", "cat", "insmod", "od", "dmesg", "grep", "poweroff")

@@ -27,7 +27,7 @@ class Options:
     kernel: PackageSpec = guest.DEFAULT_KERNEL
     busybox: PackageSpec = guest.DEFAULT_BUSYBOX
     timeout_s: float = 300.0
-    console_dir: Path | None = None  # keep each boot's console here (NAME-RUN.log)
+    console_dir: Path | None = None  # keep each boot's console here (NAME-RUN.log): the log lines the parser read
 
 
 @dataclass(frozen=True)
