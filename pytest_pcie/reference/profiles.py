@@ -129,6 +129,9 @@ class Rules:
     unhotpluggable_disk_buses: frozenset[str] = frozenset()
     # The word in "a %s slot is needed to connect a PCI controller model=...".
     slot_needed_word: str = "PCI"
+    # A device's controller has no alias (a virtio-serial controller added during a live attach);
+    # 9.0.0's message ends in a space.
+    controller_alias_message: str = "internal error: Device alias was not set for {type} controller with index {index} "
     # Whether a SCSI controller without a model takes the model of the first one that names one
     # (instead of lsilogic).
     scsi_model_from_first_written: bool = False
@@ -228,6 +231,16 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
         Version(11, 3, 0),
         "A live attach of a SATA disk is refused by its bus before libvirt looks at the medium.",
         {"unhotpluggable_disk_buses": _adding("sata")},
+    ),
+    RuleChange(
+        "versions.controller-alias-wording",
+        Version(11, 3, 0),
+        "'Device alias was not set for <type> controller with index N' loses the trailing space of 9.0.0's message.",
+        {
+            "controller_alias_message": (
+                "internal error: Device alias was not set for {type} controller with index {index}"
+            )
+        },
     ),
     RuleChange(
         "versions.pcie-slot-wording",
