@@ -91,6 +91,19 @@ def test_virtio_consoles_use_up_no_channel_port() -> None:
     assert channel_ports(xml) == {"0": (0, 1), "1": (0, 2)}
 
 
+@pytest.mark.parametrize(
+    ("profile", "placed"),
+    [("9.0.0", {"0": (1, 1), "1": (2, 1)}), ("11.3.0", {"0": (1, 1), "1": (2, 1)}),
+     ("12.8.0", {"0": (0, 1), "1": (1, 1)})],
+)
+def test_a_console_with_a_portless_address_takes_a_port_of_controller_0(
+    profile: str, placed: dict[str, tuple[int, int]]
+) -> None:
+    named = "<console type='pty'><target type='virtio'/><address type='virtio-serial' controller='1'/></console>"
+    devices = MIN + serial_controller(0, 2) + serial_controller(1, 2) + named + channels(2)
+    assert channel_ports(define(domain("pc", devices), profile=profile)) == placed
+
+
 def test_a_written_port_is_held_before_earlier_channels_are_placed() -> None:
     xml = define(domain("pc", MIN + serial_controller(0, 2) + channel("first") + channel("written", port(0, 1))))
     assert channel_ports(xml) == {"first": (1, 1), "written": (0, 1)}

@@ -147,9 +147,13 @@ def held_table(domain: Domain) -> PortTable:
 def _assign(table: PortTable, device: Device) -> bool:
     """Give ``device`` its port; True when a controller had to be added for it.
 
-    A console's port is held but not stored: libvirt assigns it into a scratch address, which also
-    makes a console that names a controller search controller 0."""
+    A console's port is not stored: libvirt assigns it into a scratch address.  Up to 11.3.0 that
+    makes a console written with a virtio-serial address but no port search controller 0, whatever
+    it names, and take a port there; 12.8.0 gives such a console none
+    (``versions.virtio-console-address-takes-no-port``)."""
     console = device.kind == "console"
+    if console and device.address_type == "virtio-serial" and not current_rules().console_address_takes_port:
+        return False
     if device.address_type == "virtio-serial":
         controller = 0 if console else _written(device)[0]
         port = table.take_on(controller)
