@@ -15,8 +15,9 @@ The rules, learned from the three daemons (see ``rules.toml``, ``defaults.virtio
   order: a console from port 0, a channel from port 1.  Only a port other than 0 is ever marked
   taken, so the consoles, which all land on port 0 of the first controller, use up nothing (and
   their port is not stored);
-* a device that names a controller but no port takes that controller's first free port above 0,
-  or is refused;
+* a channel that names a controller but no port takes that controller's first free port above
+  0, or is refused; a console written so takes one of controller 0's up to 11.3.0, none from
+  12.8.0 (``versions.virtio-console-address-takes-no-port``);
 * when no controller has a free port, a controller is added and the device takes its first port.
 
 A live attach runs the same search for the new channel only, on what the running guest holds; a
