@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pytest_pcie.reference.addresses import AddressSet, Bus
+from pytest_pcie.reference.chardev import is_serial_console
 from pytest_pcie.reference.defaults import new_pci_controllers
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, device_class, fill_flags
@@ -21,6 +22,7 @@ from pytest_pcie.reference.model import UNBUILT, Device, PciAddress, build_added
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.policy import current_policy
 from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_MODELS, USB2_FUNCTIONS, Connect
+from pytest_pcie.reference.virtio_serial import assign_virtio_serial_ports
 
 # Addresses a chipset always occupies with devices that are not in the XML.
 CHIPSET_RESERVED: dict[Chipset, tuple[PciAddress, ...]] = {
@@ -49,6 +51,7 @@ SKIPPED_MODELS: dict[str, frozenset[str]] = {
 
 def assign_addresses(domain: Domain) -> None:
     """Give every device that needs one a PCI address, adding the PCI controllers required."""
+    assign_virtio_serial_ports(domain)  # first, as libvirt: it may add a virtio-serial controller
     indexes = [device.index for device in domain.pci_controllers() if device.index is not None]
     max_index = max(indexes, default=-1)
     fill_flags(domain)
@@ -196,6 +199,9 @@ def iterate_devices(domain: Domain) -> Iterator[Device]:
     for device in domain.devices:
         by_kind.setdefault(_ITERATE_RANK.get(device.kind, len(ITERATE_ORDER)), []).append(device)
     by_kind.setdefault(_ITERATE_RANK["controller"], []).extend(domain.controllers)
+    consoles = by_kind.get(_ITERATE_RANK["console"])
+    if consoles and is_serial_console(consoles[0]):
+        del consoles[0]  # the alias of serial 0: libvirt's iteration skips it (virDomainSkipBackcompatConsole)
     for number in sorted(by_kind):
         yield from by_kind[number]
 

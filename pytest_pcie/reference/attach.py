@@ -45,6 +45,7 @@ from pytest_pcie.reference.parse import (
 from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import Connect
 from pytest_pcie.reference.validate import check_disk_targets, validate_device
+from pytest_pcie.reference.virtio_serial import live_channel
 
 # Device elements libvirt can parse as a device for attach/detach (virDomainDeviceType names).
 DEVICE_TAGS = frozenset(
@@ -397,6 +398,7 @@ LIVE_CHECKS: dict[str, Callable[[Domain, Device], None]] = {
     "watchdog": _live_watchdog,
     "vsock": _live_vsock,
     "input": _live_input,
+    "channel": live_channel,
 }
 
 

@@ -221,6 +221,13 @@ def check_persistent_copy(domain: Domain) -> None:
 # Console target types that make a console the alias of serial 0 (none becomes serial at post-parse).
 SERIAL_CONSOLE_TYPES = frozenset({None, "serial"})
 
+
+def is_serial_console(device: Device) -> bool:
+    """A console whose target type is serial or not given: as the first console, serial 0's alias."""
+    target = child(device.element, "target")
+    return (target.get("type") if target is not None else None) in SERIAL_CONSOLE_TYPES
+
+
 # one stored character device (None: the console alias the reference does not write) and its identity
 ChrEntry = tuple[Device | None, tuple[object, ...]]
 

@@ -129,6 +129,12 @@ class Rules:
     unhotpluggable_disk_buses: frozenset[str] = frozenset()
     # The word in "a %s slot is needed to connect a PCI controller model=...".
     slot_needed_word: str = "PCI"
+    # Whether a virtio console written with a virtio-serial address but no port takes a port (the
+    # first free one above 0 of controller 0, whatever controller it names) before the channels do.
+    console_address_takes_port: bool = True
+    # A device's controller has no alias (a virtio-serial controller added during a live attach);
+    # 9.0.0's message ends in a space.
+    controller_alias_message: str = "internal error: Device alias was not set for {type} controller with index {index} "
     # Whether a SCSI controller without a model takes the model of the first one that names one
     # (instead of lsilogic).
     scsi_model_from_first_written: bool = False
@@ -230,10 +236,27 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
         {"unhotpluggable_disk_buses": _adding("sata")},
     ),
     RuleChange(
+        "versions.controller-alias-wording",
+        Version(11, 3, 0),
+        "'Device alias was not set for <type> controller with index N' loses the trailing space of 9.0.0's message.",
+        {
+            "controller_alias_message": (
+                "internal error: Device alias was not set for {type} controller with index {index}"
+            )
+        },
+    ),
+    RuleChange(
         "versions.pcie-slot-wording",
         Version(12, 8, 0),
         "'a PCIe slot is needed to connect a PCI controller' replaces 'a PCI slot is needed'.",
         {"slot_needed_word": "PCIe"},
+    ),
+    RuleChange(
+        "versions.virtio-console-address-takes-no-port",
+        Version(12, 8, 0),
+        "A virtio console written with a virtio-serial address but no port no longer takes a port from "
+        "the channels (11.3.0 gave it the first free port above 0 of controller 0).",
+        {"console_address_takes_port": False},
     ),
     RuleChange(
         "versions.several-iommus",
