@@ -8,7 +8,7 @@ of failing, adding the buses the device needs (root port, pci-bridge, or root po
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -235,7 +235,7 @@ class AddressSet:
         want = 0 if function is None else function
         number = self._append(len(buses), wanted, flags)
         grown = buses[number]
-        address = PciAddress(0, number, grown.min_slot, want)
+        address = _address((0, number, grown.min_slot, want))
         if not _fits(grown.flags, wanted, number):
             return self.reserve(address, flags, from_config=False)  # fails, with libvirt's message
         _take(grown, address, wanted)  # a new bus: the slot is in range and free
@@ -303,6 +303,11 @@ def _take(bus: Bus, address: PciAddress, flags: int) -> None:
     bus.functions[slot] = used | 1 << address.function
 
 
+# A PciAddress from its four parts, made by tuple.__new__ itself: the named tuple's own constructor
+# is a Python-level function, and the search makes one address per device placed (half the cost).
+_address: Callable[[tuple[int, int, int, int]], PciAddress] = partial(tuple.__new__, PciAddress)
+
+
 def _search(buses: list[Bus], flags: int, function: int | None) -> Iterator[PciAddress | None]:
     """libvirt's next-free search for devices with ``flags`` (and ``function``, None = any), as a
     generator that takes each address it yields, and yields None when no bus has room.
@@ -328,14 +333,14 @@ def _search(buses: list[Bus], flags: int, function: int | None) -> Iterator[PciA
                         if aggregating:
                             bus.aggregate |= 1 << slot
                         functions[slot] = 1 << want
-                        yield PciAddress(0, number, slot, want)
+                        yield _address((0, number, slot, want))
                         continue  # the same slot again: root ports may share it
                     if aggregating and bus.aggregate >> slot & 1:
                         # a slot of root ports: the wanted function, or with none wanted the lowest free one
                         lowest_free = ~used & (used + 1) if function is None else 1 << want & ~used
                         if 0 < lowest_free <= 1 << MAX_FUNCTION:
                             functions[slot] = used | lowest_free
-                            yield PciAddress(0, number, slot, lowest_free.bit_length() - 1)
+                            yield _address((0, number, slot, lowest_free.bit_length() - 1))
                             continue
                     slot += 1
             number += 1
