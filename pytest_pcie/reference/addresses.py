@@ -53,6 +53,10 @@ _BUS_SHAPES: dict[tuple[str, bool], tuple[int, int, int]] = {
 }
 
 
+# The bus a grown root port provides, as Bus's first four fields.
+_ROOT_PORT_SHAPE: tuple[str, int, int, int] = ("pcie-root-port", *_BUS_SHAPES["pcie-root-port", True])
+
+
 @dataclass(slots=True)
 class Bus:
     """One bus: what it accepts and its slots.
@@ -233,8 +237,14 @@ class AddressSet:
         if not self.dry_run:
             raise LibvirtError("internal error: No more available PCI slots")
         want = 0 if function is None else function
-        number = self._append(len(buses), wanted, flags)
-        grown = buses[number]
+        if wanted & _NEEDS_ROOT_PORT and not wanted & _PCI_DEVICE:
+            # what _append does for a PCIe device, inline: a large domain grows once per device
+            number = len(buses)
+            grown = Bus(*_ROOT_PORT_SHAPE)
+            buses.append(grown)
+        else:
+            number = self._append(len(buses), wanted, flags)
+            grown = buses[number]
         address = _address((0, number, grown.min_slot, want))
         if not _fits(grown.flags, wanted, number):
             return self.reserve(address, flags, from_config=False)  # fails, with libvirt's message

@@ -8,6 +8,7 @@ placement is over, all in one batch, in libvirt's spelling.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -109,13 +110,24 @@ def child(element: Element, tag: str) -> Element | None:
 def parse_xml(text: str, what: str) -> Element:
     """Parse ``text`` or raise the LibvirtError virsh would print for a malformed document."""
     try:
-        parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True)
-        root = etree.fromstring(text.encode("utf-8"), parser)
+        root = etree.fromstring(text.encode("utf-8"), _parser())
     except etree.XMLSyntaxError as exc:
         raise LibvirtError(f"XML error: {what} is not well-formed XML: {exc}") from None
     if not isinstance(root.tag, str):
         raise LibvirtError(f"XML error: {what} has no root element")
     return root
+
+
+def _parser() -> etree.XMLParser:
+    """This thread's parser (lxml parsers must not be shared between threads; making one per
+    document costs more than parsing a small one)."""
+    parser: etree.XMLParser | None = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True)
+    return parser
+
+
+_PARSERS = threading.local()
 
 
 def parse_int(text: str | None, what: str) -> int | None:
