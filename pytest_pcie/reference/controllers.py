@@ -85,7 +85,8 @@ def apply_defaults(domain: Domain) -> None:
             settings = _added_settings(controller, row.target, row.model_name)
             if settings is not None:
                 controller.extra[SETTINGS] = settings
-                _check_bridge_index(controller)
+                if controller.model == "pci-bridge":
+                    _check_bridge_index(controller)
                 continue
         # controllers the assigner created have no settings yet: nothing to read back
         options = Options(None, {}) if controller.implicit else Options.read(controller)

@@ -31,8 +31,17 @@ def device_class(device: Device) -> str:
 def fill_flags(domain: Domain) -> None:
     """Set ``flags`` on every device of ``domain`` (libvirt's qemuDomainFillAllPCIConnectFlags)."""
     pcie = PCIE_FLAGS if domain.has_pcie_root else PCI_FLAGS
+    # (kind, controller type, model) -> flags for the devices whose flags follow from those alone
+    # (all but host devices): a large domain has hundreds of devices of a few models
+    known: dict[tuple[str, str | None, str], Connect] = {}
     for device in domain.all_devices():
-        device.flags = connect_flags(device, pcie)
+        key = (device.kind, device.ctype, device.model)
+        flags = known.get(key)
+        if flags is None:
+            flags = connect_flags(device, pcie)
+            if device_class(device) != "hostdev":
+                known[key] = flags
+        device.flags = flags
 
 
 def connect_flags(device: Device, pcie: Connect) -> Connect:
