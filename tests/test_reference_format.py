@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from pytest_pcie.reference import define
+from pytest_pcie.reference import assign, define
 from pytest_pcie.reference.define import define_domain
-from pytest_pcie.reference.model import UNBUILT
+from pytest_pcie.reference.model import UNBUILT, Device, build_added_controllers
 from pytest_pcie.reference.parse import load_domain
 from pytest_pcie.reference.profiles import using_profile
 
@@ -54,26 +54,33 @@ def test_stray_text_beside_elements_is_kept_as_written() -> None:
     assert "\n  <devices>" in text  # the rest of the document is still indented
 
 
+def _elements_only(added: list[Device], devices: etree._Element, after: etree._Element | None) -> None:
+    """What write_addresses does when the added controllers are no single run: elements."""
+    build_added_controllers(added, devices, after)
+
+
 @pytest.mark.parametrize("profile", ["9.0.0", "11.3.0", "12.8.0"])
-def test_added_controllers_are_built_complete_and_in_the_tree(profile: str) -> None:
-    xml = f"<domain>{MACHINE.format(machine='q35')}<devices>{NIC * 40}{LEGACY_NIC * 2}</devices></domain>"
+@pytest.mark.parametrize("devices", [NIC * 40 + LEGACY_NIC * 2, NIC * 3, "\n  " + NIC * 5 + "\n  "])
+def test_added_controllers_spliced_as_text_equal_their_elements(
+    profile: str, devices: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    xml = f"<domain><name>x</name>{MACHINE.format(machine='q35')}<devices>{devices}</devices></domain>"
     with using_profile(profile):
-        domain = define_domain(load_domain(xml))
-    added = [
-        controller
-        for controller in domain.controllers
-        if controller.implicit and controller.ctype == "pci" and controller.model != "pcie-root"
-    ]
-    assert len(added) > 40
-    assert "pcie-to-pci-bridge" in {controller.model for controller in added}
-    for controller in added:
-        assert controller.element is not UNBUILT
-        assert controller.element.getparent() is domain.devices_element
-        assert [child.tag for child in controller.element][-1] == "address"
-        if controller.model == "pcie-root-port":
-            assert [child.tag for child in controller.element] == ["model", "target", "address"]
-            target = controller.element[1]
-            assert target.get("chassis") == str(controller.index)
-            assert controller.address is not None
-            assert int(target.get("port") or "", 16) == controller.address.slot * 8 + controller.address.function
-    assert UNBUILT.getparent() is None and len(UNBUILT) == 0 and not UNBUILT.attrib  # never used as an element
+        spliced = define(xml)
+        monkeypatch.setattr(assign, "place_added_block", _elements_only)
+        built = define(xml)
+    assert spliced == built
+    assert "pytest-pcie" not in spliced  # no placeholder left
+    assert spliced.count('model="pcie-root-port"') >= 4
+
+
+def test_a_second_write_turns_the_block_into_elements() -> None:
+    """An offline attach writes addresses again: the earlier block becomes elements first."""
+    xml = f"<domain><name>x</name>{MACHINE.format(machine='q35')}<devices>{NIC * 6}</devices></domain>"
+    domain = define_domain(load_domain(xml))
+    assert domain.added_block is not None
+    assign.write_addresses(domain)
+    assert domain.added_block is None
+    added = [c for c in domain.controllers if c.implicit and c.model == "pcie-root-port"]
+    assert added and all(c.element is not UNBUILT and c.element.getparent() is domain.devices_element for c in added)
+    assert [child.tag for child in added[0].element] == ["model", "target", "address"]

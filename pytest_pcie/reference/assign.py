@@ -10,15 +10,22 @@ pcie-to-pci-bridge added for a legacy device lands in the first free root port.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from pytest_pcie.reference.addresses import AddressSet, Bus
 from pytest_pcie.reference.chardev import is_serial_console
 from pytest_pcie.reference.defaults import new_pci_controllers
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.flags import PCI_FLAGS, PCIE_FLAGS, connect_flags, device_class, fill_flags
 from pytest_pcie.reference.machine import Chipset
-from pytest_pcie.reference.model import UNBUILT, Device, PciAddress, build_added_controllers, child, write_pci_addresses
+from pytest_pcie.reference.model import (
+    UNBUILT,
+    Device,
+    PciAddress,
+    build_added_block,
+    build_added_controllers,
+    child,
+    place_added_block,
+    write_pci_addresses,
+)
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.policy import current_policy
 from pytest_pcie.reference.tables import CLASS_ORDER, ITERATE_ORDER, NONE, ROOT_MODELS, USB2_FUNCTIONS, Connect
@@ -193,17 +200,18 @@ def _hotplug(controller: Device) -> bool:
 _ITERATE_RANK: dict[str, int] = {kind: number for number, kind in enumerate(ITERATE_ORDER)}
 
 
-def iterate_devices(domain: Domain) -> Iterator[Device]:
-    """All devices in libvirt's iteration order (virDomainDeviceInfoIterate)."""
+def iterate_devices(domain: Domain) -> list[Device]:
+    """All devices in libvirt's iteration order (virDomainDeviceInfoIterate).  A list, not a
+    generator: its callers walk hundreds of devices, and resuming a generator per device costs more."""
     by_kind: dict[int, list[Device]] = {}
+    unranked = len(ITERATE_ORDER)
     for device in domain.devices:
-        by_kind.setdefault(_ITERATE_RANK.get(device.kind, len(ITERATE_ORDER)), []).append(device)
+        by_kind.setdefault(_ITERATE_RANK.get(device.kind, unranked), []).append(device)
     by_kind.setdefault(_ITERATE_RANK["controller"], []).extend(domain.controllers)
     consoles = by_kind.get(_ITERATE_RANK["console"])
     if consoles and is_serial_console(consoles[0]):
         del consoles[0]  # the alias of serial 0: libvirt's iteration skips it (virDomainSkipBackcompatConsole)
-    for number in sorted(by_kind):
-        yield from by_kind[number]
+    return [device for number in sorted(by_kind) for device in by_kind[number]]
 
 
 _KNOWN_BUS_MODELS = frozenset(
@@ -344,7 +352,8 @@ def _class_members(domain: Domain) -> dict[str, list[Device]]:
             members.setdefault(device_class(controller), []).append(controller)
     for device in domain.devices:
         klass = device_class(device)
-        if device.model in SKIPPED_MODELS.get(klass, frozenset()):
+        skipped = SKIPPED_MODELS.get(klass)
+        if skipped is not None and device.model in skipped:
             continue
         if klass == "disk" and device.extra.get("bus") != "virtio":
             continue
@@ -416,6 +425,9 @@ def _commit(device: Device, address: PciAddress, multifunction: str | None) -> N
 def write_addresses(domain: Domain) -> None:
     """Write every PCI address not yet in libvirt's full spelling: the ones placed, and the partial
     ones users wrote (libvirt stores those in full)."""
+    if domain.added_block is not None:  # placed by an earlier write: elements again, before more are added
+        build_added_block(domain.added_block)
+        domain.added_block = None
     unbuilt = [controller for controller in domain.controllers if controller.element is UNBUILT]
     if unbuilt:
         after = next(
@@ -426,7 +438,12 @@ def write_addresses(domain: Domain) -> None:
             ),
             None,
         )
-        build_added_controllers(unbuilt, domain.devices_element, after)
+        positions = [number for number, controller in enumerate(domain.controllers) if controller.element is UNBUILT]
+        if positions[-1] - positions[0] + 1 == len(positions):
+            # one run in the controller list: formatting splices their text in as one block
+            domain.added_block = place_added_block(unbuilt, domain.devices_element, after)
+        else:
+            build_added_controllers(unbuilt, domain.devices_element, after)
     write_pci_addresses(
         [
             device

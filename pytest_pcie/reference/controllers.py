@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from pytest_pcie.reference.elements import element_text, make_elements, quoted
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.model import SETTINGS, UNBUILT, Device, Element, child, parse_int
+from pytest_pcie.reference.model import CHILD_BREAK, SETTINGS, UNBUILT, Device, Element, child, parse_int
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.tables import CONTROLLER_MODELS, MODEL_NAMES, Target
 
@@ -220,14 +220,19 @@ def _added_settings(controller: Device, target: Target, model_name: str | None) 
     else:
         return None
     model = "" if model_name is None else _model_text(model_name)
-    return f"{model}<target{spelled}/>" if spelled else model
+    return _children(model, f"<target{spelled}/>" if spelled else "")
 
 
 def _settings_text(options: Options) -> str:
     """The ``<model>`` and ``<target>`` of a controller with no element yet, as element text."""
     attributes = _target_attributes(options.values)
     model = "" if options.model_name is None else _model_text(options.model_name)
-    return f"{model}<target{attributes}/>" if attributes else model
+    return _children(model, f"<target{attributes}/>" if attributes else "")
+
+
+def _children(*texts: str) -> str:
+    """Child element texts, one per line (model.CHILD_BREAK), the empty ones left out."""
+    return CHILD_BREAK.join([text for text in texts if text])
 
 
 @cache

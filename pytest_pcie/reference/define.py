@@ -8,6 +8,7 @@ from lxml import etree
 
 from pytest_pcie.reference.assign import assign_addresses
 from pytest_pcie.reference.defaults import add_defaults
+from pytest_pcie.reference.model import build_added_block, splice_added_block
 from pytest_pcie.reference.parse import Domain, load_domain
 from pytest_pcie.reference.tables import FORMAT_ORDER
 from pytest_pcie.reference.validate import validate_domain, validate_start
@@ -43,10 +44,16 @@ def format_domain(domain: Domain) -> str:
     element that had no children (``<devices>\n</devices>``) and gets children added, and stray
     text is rare: only then does formatting pay for ``indent``."""
     _sort_devices(domain)
+    block = domain.added_block
     if _TEXT_BESIDE_ELEMENTS(domain.root):
+        if block is not None:  # etree.indent knows nothing of the block: make it elements first
+            build_added_block(block)
+            domain.added_block = None
+            _sort_devices(domain)
         etree.indent(domain.root, space="  ")
         return etree.tostring(domain.root, encoding="unicode") + "\n"
-    return etree.tostring(domain.root, encoding="unicode", pretty_print=True)
+    text = etree.tostring(domain.root, encoding="unicode", pretty_print=True)
+    return text if block is None else splice_added_block(text, block)
 
 
 # A text node whose parent also has element children (a blank one to replace, or mixed content).

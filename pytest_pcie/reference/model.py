@@ -202,20 +202,80 @@ def build_added_controllers(added: Sequence[Device], devices: Element, after: El
 
     The elements go after ``after`` (the last controller element in ``devices``), or at the end;
     formatting puts every device in libvirt's order anyway."""
-    texts = []
-    for device in added:
-        address = "" if device.address is None else _address_text(device)
-        texts.append(
-            f'<controller type="pci" index="{device.index}" model="{device.model}">'
-            f"{device.extra.pop(SETTINGS, '')}{address}</controller>"
-        )
-    built = make_elements(texts)
+    built = make_elements([added_controller_text(device, "") for device in added])
     for device, element in zip(added, built, strict=True):
         device.element = element
         device.written = device.has_address_element = device.address is not None
+        device.extra.pop(SETTINGS, None)  # in the element now
     if built:
-        position = len(devices) if after is None else devices.index(after) + 1
-        devices[position:position] = built  # one C-level insert
+        _insert_after(devices, after, built)
+
+
+def place_added_block(added: Sequence[Device], devices: Element, after: Element | None) -> AddedBlock:
+    """Stand one placeholder element in for a run of added PCI controllers that follow each other
+    in the controller list, and keep their text: formatting splices it in (see
+    :func:`splice_added_block`), so hundreds of root ports are never parsed into elements.  The
+    first controller holds the placeholder as its element (it sorts where the run goes); the others
+    keep :data:`UNBUILT`."""
+    placeholder = devices.makeelement("controller", {"type": "pci", _BLOCK_ATTRIBUTE: "run"})
+    _insert_after(devices, after, [placeholder])
+    for device in added:
+        device.written = device.has_address_element = device.address is not None
+    added[0].element = placeholder
+    indent = CHILD_BREAK + "  " * (_DEVICE_DEPTH + 1)
+    text = (CHILD_BREAK + "  " * _DEVICE_DEPTH).join([added_controller_text(device, indent) for device in added])
+    return AddedBlock(placeholder, list(added), text)
+
+
+class AddedBlock(NamedTuple):
+    """A run of added PCI controllers waiting for the text of the document (place_added_block)."""
+
+    placeholder: Element
+    controllers: list[Device]
+    text: str  # as libvirt's pretty-printed output spells them, at the depth of a device
+
+
+def splice_added_block(document: str, block: AddedBlock) -> str:
+    """``document`` (pretty-printed) with the block's text where its placeholder is."""
+    return document.replace(_PLACEHOLDER_TEXT, block.text, 1)
+
+
+def build_added_block(block: AddedBlock) -> None:
+    """Turn a block back into elements, where its placeholder is (when the document cannot be
+    pretty-printed by libxml2 and needs ``etree.indent``, which knows nothing of the block)."""
+    placeholder = block.placeholder
+    devices = placeholder.getparent()
+    assert devices is not None
+    for device in block.controllers:
+        device.element = UNBUILT
+    build_added_controllers(block.controllers, devices, placeholder)
+    devices.remove(placeholder)
+
+
+def added_controller_text(device: Device, indent: str) -> str:
+    """The element text of one added PCI controller, its children each after ``indent``."""
+    children = [text for text in device.extra.get(SETTINGS, "").split(CHILD_BREAK) if text]
+    if device.address is not None:
+        children.append(_address_text(device))
+    opening = f'<controller type="pci" index="{device.index}" model="{device.model}"'
+    if not children:
+        return opening + "/>"
+    inner = "".join([indent + text for text in children])
+    closing = indent[: -2] if indent else ""
+    return f"{opening}>{inner}{closing}</controller>"
+
+
+def _insert_after(devices: Element, after: Element | None, elements: list[Element]) -> None:
+    position = len(devices) if after is None else devices.index(after) + 1
+    devices[position:position] = elements  # one C-level insert
+
+
+# How deep a device element sits (domain > devices > device), for the block's indentation.
+_DEVICE_DEPTH = 2
+# Separates the child element texts of an added controller until they are laid out.
+CHILD_BREAK = "\n"
+_BLOCK_ATTRIBUTE = "pytest-pcie-added-controllers"
+_PLACEHOLDER_TEXT = f'<controller type="pci" {_BLOCK_ATTRIBUTE}="run"/>'
 
 
 # The key of ``Device.extra`` under which an added controller's ``<model>`` and ``<target>`` wait,

@@ -17,7 +17,7 @@ from lxml import etree
 from pytest_pcie.reference.arches import X86_64, arch_default_model, current_arch
 from pytest_pcie.reference.errors import LibvirtError
 from pytest_pcie.reference.machine import Chipset, canonical_on, chipset_on
-from pytest_pcie.reference.model import Device, Element, child, parse_int, parse_xml, read_pci_address
+from pytest_pcie.reference.model import AddedBlock, Device, Element, child, parse_int, parse_xml, read_pci_address
 from pytest_pcie.reference.profiles import current_rules
 from pytest_pcie.reference.tables import CONTROLLER_TYPE_MODELS
 
@@ -72,6 +72,8 @@ class Domain:
     arch: str = X86_64
     devices: list[Device] = field(default_factory=list)
     controllers: list[Device] = field(default_factory=list)
+    # added PCI controllers whose text formatting splices in (model.place_added_block)
+    added_block: AddedBlock | None = None
 
     def of_kind(self, kind: str) -> Iterator[Device]:
         """Devices of one element kind, in libvirt's list order (controllers: in-memory order)."""
