@@ -58,11 +58,7 @@ reserves = st.tuples(st.integers(0, len(DEVICE_FLAGS) - 1), st.integers(0, 5), s
 def test_paused_search_finds_what_a_scan_from_bus_0_finds(
     models: list[tuple[str, bool]], steps: list[Search | Reserve]
 ) -> None:
-    buses = []
-    for model, hotplug in models:
-        bus = Bus()
-        bus.set_model(model, hotplug)
-        buses.append(bus)
+    buses = [Bus.of_model(model, hotplug) for model, hotplug in models]
     table = AddressSet(buses, dry_run=False)
     functions = [[0] * 32 for _ in buses]
     aggregate = [0] * len(buses)

@@ -59,8 +59,7 @@ def test_bus_rows(model: str, slots: tuple[int, int], hotplug: bool) -> None:
 
 
 def test_pcie_root_does_not_auto_assign_endpoints_but_takes_root_ports() -> None:
-    bus = Bus()
-    bus.set_model("pcie-root", False)
+    bus = Bus.of_model("pcie-root", False)
     table = AddressSet([bus], dry_run=False)
     with pytest.raises(LibvirtError, match="No more available PCI slots"):
         table.reserve_next(Connect.PCIE_DEVICE | Connect.AUTOASSIGN)
@@ -68,8 +67,7 @@ def test_pcie_root_does_not_auto_assign_endpoints_but_takes_root_ports() -> None
 
 
 def test_root_ports_share_a_slot_eight_ways() -> None:
-    bus = Bus()
-    bus.set_model("pcie-root", False)
+    bus = Bus.of_model("pcie-root", False)
     table = AddressSet([bus], dry_run=False)
     port = Connect.PCIE_ROOT_PORT | Connect.AGGREGATE_SLOT
     placed = [table.reserve_next(port) for _ in range(9)]
@@ -77,8 +75,7 @@ def test_root_ports_share_a_slot_eight_ways() -> None:
 
 
 def test_dry_run_grows_a_root_port_and_bridge_pair_for_a_legacy_device() -> None:
-    bus = Bus()
-    bus.set_model("pcie-root", False)
+    bus = Bus.of_model("pcie-root", False)
     table = AddressSet([bus], dry_run=True)
     address = table.reserve_next(Connect.PCI_DEVICE | Connect.AUTOASSIGN)
     assert [added.model for added in table.buses[1:]] == ["pcie-root-port", "pcie-to-pci-bridge"]

@@ -72,13 +72,9 @@ class Bus:
     functions: list[int] = field(default_factory=partial(list, _NO_FUNCTIONS))  # C-level copy, no lambda frame
     aggregate: int = 0
 
-    def set_model(self, model: str, hotplug: bool) -> None:
-        self.model = model
-        self.flags, self.min_slot, self.max_slot = _BUS_SHAPES[model, hotplug]
-
     @classmethod
     def of_model(cls, model: str, hotplug: bool = True) -> Bus:
-        """A new bus of ``model`` (what set_model gives, in one constructor call)."""
+        """A new bus of ``model``: the flags and slot range its controller provides."""
         return cls(model, *_BUS_SHAPES[model, hotplug])
 
     def fully_reserved(self) -> bool:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from pytest_pcie.reference.elements import element_text, make_elements, quoted
 from pytest_pcie.reference.errors import LibvirtError
-from pytest_pcie.reference.model import CHILD_BREAK, SETTINGS, UNBUILT, Device, Element, child, parse_int
+from pytest_pcie.reference.model import CHILD_BREAK, SETTINGS, UNBUILT, Device, Element, PciAddress, child, parse_int
 from pytest_pcie.reference.parse import Domain
 from pytest_pcie.reference.tables import CONTROLLER_MODELS, MODEL_NAMES, Target
 
@@ -85,8 +85,7 @@ def apply_defaults(domain: Domain) -> None:
             settings = _added_settings(controller, row.target, row.model_name)
             if settings is not None:
                 controller.extra[SETTINGS] = settings
-                if controller.model == "pci-bridge":
-                    _check_bridge_index(controller)
+                _check_bridge_index(controller)
                 continue
         # controllers the assigner created have no settings yet: nothing to read back
         options = Options(None, {}) if controller.implicit else Options.read(controller)
@@ -99,8 +98,7 @@ def apply_defaults(domain: Domain) -> None:
             values.setdefault("chassisNr", controller.index or 0)
         elif (target is _ROOT_PORT or target is _DOWNSTREAM) and address is not None:
             values.setdefault("chassis", controller.index or 0)
-            port = (address.slot << 3) + address.function if target is _ROOT_PORT else address.slot
-            values.setdefault("port", port)
+            values.setdefault("port", _default_port(target, address))
         elif target is _BUS_NR and "busNr" not in values:
             bus_nr = _new_bus_nr(domain)
             if bus_nr is None:
@@ -202,6 +200,11 @@ def _write_settings(items: list[tuple[Device, Options]]) -> None:
             element.insert(0, target)
 
 
+def _default_port(target: Target, address: PciAddress) -> int:
+    """The port libvirt gives a root port (slot and function) or a downstream port (slot)."""
+    return (address.slot << 3) + address.function if target is _ROOT_PORT else address.slot
+
+
 def _added_settings(controller: Device, target: Target, model_name: str | None) -> str | None:
     """The ``<model>`` and ``<target>`` text of a controller the assigner added, straight from its
     index and address: the defaults of :func:`apply_defaults` when nothing was written, with no
@@ -209,10 +212,8 @@ def _added_settings(controller: Device, target: Target, model_name: str | None) 
     defaults depend on other controllers (busNr)."""
     index = controller.index or 0
     address = controller.address
-    if target is _ROOT_PORT and address is not None:
-        spelled = f' chassis="{index}" port="0x{(address.slot << 3) + address.function:x}"'
-    elif target is _DOWNSTREAM and address is not None:
-        spelled = f' chassis="{index}" port="0x{address.slot:x}"'
+    if (target is _ROOT_PORT or target is _DOWNSTREAM) and address is not None:
+        spelled = f' chassis="{index}" port="0x{_default_port(target, address):x}"'
     elif target is _CHASSIS_NR:
         spelled = f' chassisNr="{index}"'
     elif target is _NO_TARGET:

@@ -8,7 +8,7 @@ from lxml import etree
 
 from pytest_pcie.reference.assign import assign_addresses
 from pytest_pcie.reference.defaults import add_defaults
-from pytest_pcie.reference.model import build_added_block, splice_added_block
+from pytest_pcie.reference.model import FORMAT_RANK, build_added_block, splice_added_block
 from pytest_pcie.reference.parse import Domain, load_domain
 from pytest_pcie.reference.tables import FORMAT_ORDER
 from pytest_pcie.reference.validate import validate_domain, validate_start
@@ -43,13 +43,13 @@ def format_domain(domain: Domain) -> str:
     as written, while ``indent`` replaces its blank text.  Blank text survives the parse in an
     element that had no children (``<devices>\n</devices>``) and gets children added, and stray
     text is rare: only then does formatting pay for ``indent``."""
-    _sort_devices(domain)
     block = domain.added_block
-    if _TEXT_BESIDE_ELEMENTS(domain.root):
-        if block is not None:  # etree.indent knows nothing of the block: make it elements first
-            build_added_block(block)
-            domain.added_block = None
-            _sort_devices(domain)
+    needs_indent = bool(_TEXT_BESIDE_ELEMENTS(domain.root))  # the order of the devices does not change it
+    if needs_indent and block is not None:  # etree.indent knows nothing of the block: elements first
+        build_added_block(block)
+        domain.added_block = block = None
+    _sort_devices(domain)
+    if needs_indent:
         etree.indent(domain.root, space="  ")
         return etree.tostring(domain.root, encoding="unicode") + "\n"
     text = etree.tostring(domain.root, encoding="unicode", pretty_print=True)
@@ -60,13 +60,10 @@ def format_domain(domain: Domain) -> str:
 _TEXT_BESIDE_ELEMENTS = etree.XPath("boolean(//text()[../*])")
 
 
-_FORMAT_RANK: dict[object, int] = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
-
-
 def _sort_devices(domain: Domain) -> None:
     """libvirt formats devices grouped by kind (tables.FORMAT_ORDER), each kind in its list order
     (controllers grouped by type, disks sorted by target, the primary video first)."""
-    rank = _FORMAT_RANK
+    rank = FORMAT_RANK
     # keyed by the elements themselves (lxml elements hash by identity, and each device holds its
     # own, so the proxies stay the same): no id() call per device
     list_rank = {device.element: number for number, device in enumerate(domain.all_devices())}

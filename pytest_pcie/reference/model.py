@@ -300,13 +300,14 @@ def _address_text(device: Device) -> str:
 def insert_device(devices: Element, element: Element) -> None:
     """Insert ``element`` into ``<devices>`` after the last device that libvirt formats before it."""
     last = len(FORMAT_ORDER)
-    mine = _FORMAT_RANK.get(str(element.tag), last)
+    mine = FORMAT_RANK.get(element.tag, last)
     for child in reversed(devices):  # from the end: the place is usually near it
-        if _FORMAT_RANK.get(str(child.tag), last) <= mine:
+        if FORMAT_RANK.get(child.tag, last) <= mine:
             child.addnext(element)
             return
     devices.insert(0, element)
 
 
-# Element tag -> its place in libvirt's device order (tables.FORMAT_ORDER).
-_FORMAT_RANK: dict[str, int] = {tag: number for number, tag in enumerate(FORMAT_ORDER)}
+# Element tag -> its place in libvirt's device order (tables.FORMAT_ORDER); keyed by object, as a
+# comment's tag is a function.
+FORMAT_RANK: dict[object, int] = {tag: number for number, tag in enumerate(FORMAT_ORDER)}

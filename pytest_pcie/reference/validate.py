@@ -128,8 +128,7 @@ def validate_domain(domain: Domain) -> None:
     for device in iterate_devices(domain):
         position = positions.get(device.kind, 0)
         positions[device.kind] = position + 1
-        if device.kind in _RULES_BY_KIND or (device.ctype == "pci" and not device.implicit):  # else: nothing to check
-            validate_device(device, domain, position)
+        validate_device(device, domain, position)
     videos = [device for device in domain.devices if device.kind == "video"]
     if len(videos) > 1 and any(video.model == "none" for video in videos):
         raise LibvirtError(
