@@ -468,11 +468,14 @@ def test_markers_carry_the_domain_creation_time_not_the_session_start(
 
 INTERRUPTED_RUN = textwrap.dedent(
     """
-    import signal, sys, time
+    import faulthandler, signal, sys, time
     from pathlib import Path
     # Ctrl-C as in a terminal: a parent started in the background (a CI runner's nohup'd job, a
-    # shell without job control) leaves SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+    # shell without job control) leaves SIGINT ignored, and Python keeps an ignored SIGINT ignored;
+    # a parent may also hand down a mask that blocks it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for our stacks if we hang
     from pytest_pcie.backends.libvirt import LibvirtBackend, offered_domain_types
     from pytest_pcie.cases import load_case
 
@@ -489,12 +492,29 @@ INTERRUPTED_RUN = textwrap.dedent(
 
         def _pause(self, domain):
             print("READY", domain.name(), flush=True)
-            time.sleep(120)
+            # Short sleeps, not one long one: a SIGINT that lands between the eval loop's last
+            # check and the start of a sleep would otherwise wait for the whole sleep.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
 
     case = load_case(Path(sys.argv[1]), Path(sys.argv[1]).parent)
     Paused().run(case, "q35")
     """
 )
+
+# How long an interrupted child may take to remove its domain and exit.  Generous on purpose: a
+# destroy may wait up to 30 s for a domain job libvirtd is running, and QEMU up to 15 s to die.
+INTERRUPT_EXIT_S = 90
+
+
+def _signal_state(pid: int) -> str:
+    """The signal lines of /proc/PID/status, to tell a blocked or ignored SIGINT from a slow exit."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError as exc:
+        return f"(no /proc/{pid}/status: {exc})"
+    return " ".join(line.replace("\t", "") for line in status.splitlines() if line.startswith(("Sig", "ShdPnd")))
 
 
 @pytest.mark.parametrize(
@@ -512,13 +532,19 @@ def test_interrupted_run_leaves_nothing_after_the_next_sweep(
     open_backend().close()  # skip (or fail) here, not in the child, when libvirtd is unavailable
     steps = [("attach", "nic.xml", VIRTIO_NIC)] if operation == "attach-live" else []
     case = make_case(operation, "<domain/>", steps)
-    child = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_RUN, str(case.folder)], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
+    stderr_path = case.folder / "child-stderr.txt"
+    with stderr_path.open("w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", INTERRUPTED_RUN, str(case.folder)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=REPO,
+        )
     try:
         assert child.stdout is not None
         ready = child.stdout.readline().split()
-        assert ready[0] == "READY", ready
+        assert ready and ready[0] == "READY", (ready, stderr_path.read_text())
         name = ready[1]
         observer = open_backend()  # sweeps at start and at close: the owner is alive, so untouched
         try:
@@ -527,7 +553,16 @@ def test_interrupted_run_leaves_nothing_after_the_next_sweep(
             observer.close()
         assert child.poll() is None
         child.send_signal(sig)
-        child.wait(timeout=30)
+        try:
+            child.wait(timeout=INTERRUPT_EXIT_S)
+        except subprocess.TimeoutExpired:
+            state = _signal_state(child.pid)
+            child.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to stderr
+            time.sleep(1)
+            pytest.fail(
+                f"the child did not exit within {INTERRUPT_EXIT_S} s of {sig.name}; {state}; "
+                f"its stderr:\n{stderr_path.read_text()}"
+            )
     finally:
         if child.poll() is None:
             child.kill()
