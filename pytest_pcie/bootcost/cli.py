@@ -2,13 +2,16 @@
 
 ::
 
-    pcie-bootcost PATH... [--machine M] [--backend B] [--mode icount|kvm] [--runs N] [--json]
-                  [--cache-dir DIR] [--kernel-package NAME[=VERSION]] [--keep-console DIR]
+    pcie-bootcost PATH... [--machine M] [--backend B] [--mode icount|kvm] [--runs N] [--jobs N]
+                  [--json] [--cache-dir DIR] [--kernel-package NAME[=VERSION]] [--keep-console DIR]
 
 A PATH that is a folder stands for every golden under it (``pcie-bootcost golden/`` measures the
-corpus); goldens that record a refused define have no topology and are skipped.  Exit status: 0
+corpus); goldens that record a refused define have no topology and are skipped, and so are goldens
+for machines the guest cannot boot (only x86 ``pc`` and ``q35``: the guest is an amd64 kernel).  Exit status: 0
 every topology was measured, 1 at least one could not be booted (QEMU's message is printed once
-per topology, and the others are still measured), 2 bad input or no guest to boot.
+per topology, and the others are still measured), 2 bad input or no guest to boot.  ``--jobs N``
+boots N topologies at once and still prints the reports in input order: under ``-icount`` the
+guest numbers do not depend on the host's load, only the host seconds do.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lxml import etree
 
 from pytest_pcie.backends import DEFAULT_LIBVIRT_URI, BackendSettings, backend_names
 from pytest_pcie.bootcost import packages
-from pytest_pcie.bootcost.boot import BootError, Mode, qemu_binary
+from pytest_pcie.bootcost.boot import MACHINES, BootError, Mode, qemu_binary
 from pytest_pcie.bootcost.packages import GuestUnavailable, PackageSpec
 from pytest_pcie.bootcost.parse import LogError
 from pytest_pcie.bootcost.run import Options, Prepared, Result, measure, prepare
@@ -64,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="icount: deterministic guest-side cost under TCG (default); kvm: wall clock",
     )
     parser.add_argument("--runs", type=int, help="boots per topology (default 1 for icount, 5 for kvm)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="boot this many topologies at once (default 1; kvm mode: keep 1, parallel boots skew the wall clock)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per topology instead of text")
     parser.add_argument(
         "--cache-dir",
@@ -94,19 +105,37 @@ def expand(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
             files.append(path)
             continue
         refused = 0
+        foreign: Counter[str] = Counter()
         for candidate in sorted(path.rglob("*.xml")):
             try:
                 root = etree.parse(str(candidate)).getroot()
             except (OSError, etree.XMLSyntaxError):
                 files.append(candidate)  # load_topology will say what is wrong with it
                 continue
-            if root.tag == ROOT_TAG and root.find(FAILURE_TAG) is not None:
+            if root.tag != ROOT_TAG:
+                continue
+            if root.find(FAILURE_TAG) is not None:
                 refused += 1
-            elif root.tag == ROOT_TAG:
-                files.append(candidate)
+            elif root.get("machine") in MACHINES or root.get("machine") not in MACHINE_FAMILIES:
+                files.append(candidate)  # an unknown machine: load_topology names it
+            else:
+                foreign[str(root.get("machine"))] += 1
         if refused:
             skipped.append(f"{path}: skipped {refused} goldens that record a refused define (no topology to boot)")
+        if foreign:
+            counts = ", ".join(f"{count} for {machine}" for machine, count in sorted(foreign.items()))
+            skipped.append(f"{path}: skipped {counts} (the guest boots {' and '.join(MACHINES)} only)")
     return files, skipped
+
+
+def unbootable(topology: Topology) -> str | None:
+    """Why ``topology`` cannot be booted, or None: the guest kernel is amd64, so x86 machines only."""
+    if topology.machine in MACHINES:
+        return None
+    return (
+        f"{topology.label}: machine {topology.machine!r} cannot be booted: the guest is an amd64 kernel, "
+        f"so {PROGRAM} measures {' and '.join(MACHINES)} only"
+    )
 
 
 def describe(result: Result) -> dict[str, object]:
@@ -167,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if runs < 1:
         print(f"{PROGRAM}: --runs must be at least 1", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"{PROGRAM}: --jobs must be at least 1", file=sys.stderr)
+        return 2
     files, skipped = expand(args.paths)
     for line in skipped:
         print(line, file=sys.stderr)
@@ -178,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TopologyError as exc:
         print(f"{PROGRAM}: {exc}", file=sys.stderr)
         return 2
+    for topology in topologies:
+        why = unbootable(topology)
+        if why is not None:
+            print(f"{PROGRAM}: {why}", file=sys.stderr)
+            return 2
     options = Options(
         cache_dir=args.cache_dir or packages.default_cache_dir(),
         mode=mode,
@@ -193,15 +230,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROGRAM}: {exc}", file=sys.stderr)
         return 2
     status = 0
-    for topology in topologies:
-        try:
-            result = measure(topology, prepared, options)
-        except (BootError, LogError) as exc:
-            print(f"{PROGRAM}: {topology.label}: {exc}", file=sys.stderr)
+    for topology, outcome in measure_all(topologies, prepared, options, args.jobs):
+        if isinstance(outcome, Exception):
+            print(f"{PROGRAM}: {topology.label}: {outcome}", file=sys.stderr, flush=True)
             status = 1
             continue
-        print(json.dumps(describe(result), sort_keys=True) if args.json else render(result), flush=True)
+        print(json.dumps(describe(outcome), sort_keys=True) if args.json else render(outcome), flush=True)
     return status
+
+
+def measure_all(
+    topologies: Sequence[Topology], prepared: Prepared, options: Options, jobs: int
+) -> Iterator[tuple[Topology, Result | BootError | LogError]]:
+    """Each topology with its result or the error that stopped it, in input order, ``jobs`` booting at once.
+
+    Reports come in input order so that a parallel run's output can be compared line by line with a
+    serial one; a topology that fails does not stop the others.
+    """
+
+    def one(topology: Topology) -> tuple[Topology, Result | BootError | LogError]:
+        try:
+            return topology, measure(topology, prepared, options)
+        except (BootError, LogError) as exc:
+            return topology, exc
+
+    if jobs == 1:
+        yield from map(one, topologies)
+        return
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(one, topology) for topology in topologies]
+        for future in futures:
+            yield future.result()
+    finally:
+        # On Ctrl-C no further boot starts; the ones running finish (a terminal's SIGINT stops their QEMU too).
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 if __name__ == "__main__":
