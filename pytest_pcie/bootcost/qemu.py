@@ -232,15 +232,18 @@ def layout(topology: Topology, scratch: Path) -> Layout:
             properties["id"] = f"{device.tag}{number}"
         if address is not None:
             properties.update(_address_properties(address, family.root_model))
-        if row.backend is not None:
-            _add_backend(result, row.backend, properties, scratch)
-        result.arguments += ["-device", json.dumps(properties, separators=(",", ":"))]
+        after = _add_backend(result, row.backend, properties, scratch) if row.backend is not None else []
+        result.arguments += ["-device", json.dumps(properties, separators=(",", ":")), *after]
         result.devices += 1
     return result
 
 
-def _add_backend(result: Layout, kind: str, properties: dict[str, object], scratch: Path) -> None:
-    """Write the stand-in a device needs and point the device's properties at it."""
+def _add_backend(result: Layout, kind: str, properties: dict[str, object], scratch: Path) -> list[str]:
+    """Write the stand-in a device needs and point the device's properties at it.
+
+    Returns what must follow the device itself: a codec plugs into its HDA controller's bus, which
+    QEMU only has once the controller exists.
+    """
     name = str(properties["id"])
     if kind == "netdev":
         result.arguments += ["-netdev", f"hubport,id=net-{name},hubid={result.devices}"]
@@ -269,7 +272,8 @@ def _add_backend(result: Layout, kind: str, properties: dict[str, object], scrat
             properties["audiodev"] = AUDIODEV
         else:  # an HDA controller is silent without a codec; libvirt's default is hda-duplex
             codec = {"driver": "hda-duplex", "bus": f"{name}.0", "cad": 0, "audiodev": AUDIODEV}
-            result.arguments += ["-device", json.dumps(codec, separators=(",", ":"))]
+            return ["-device", json.dumps(codec, separators=(",", ":"))]
+    return []
 
 
 def _target_properties(controller: etree._Element, result: Layout) -> dict[str, object]:
