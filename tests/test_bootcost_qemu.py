@@ -78,6 +78,7 @@ def test_command_line_puts_mode_guest_and_topology_in_order(tmp_path: Path, monk
     assert "bootcost.load=virtio,virtio_pci" in append and "initcall_debug" in append
     assert "log_buf_len=1M" in append and "initcall_blacklist=hpet_late_init" in append
     assert command[-2:] == layout.arguments
+    assert command[command.index("-trace") + 1] == f"fw_cfg_select,file={tmp_path / 'c.log.fw_cfg'}"
     kvm = boot.command_line("pc", layout, files, [], boot.Settings(mode=boot.Mode.KVM), tmp_path / "c.log")
     assert kvm[1:7] == ["-machine", "pc", "-accel", "kvm", "-cpu", "host"]
     assert not any(word.startswith("bootcost.load") for word in kvm[kvm.index("-append") + 1].split())
@@ -107,6 +108,22 @@ def test_a_refused_topology_raises_with_qemus_message(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(boot.BootError, match=r"^QEMU refused to start: -device pcie-root-port: Bus 'pcie.7' not fo"):
         boot.run([str(fake)], tmp_path / "console.log", boot.Settings())
+
+
+@pytest.mark.parametrize(
+    ("reads", "reason"),
+    [
+        ("fw_cfg_select 0x1 key 0x0000 'signature', ret: 1\n", "the firmware had not started the kernel after 1 s"),
+        ("fw_cfg_select 0x1 key 0x0010 'kernel_entry', ret: 1\n", "the kernel started but the guest did not power"),
+    ],
+    ids=["in-firmware", "in-kernel"],
+)
+def test_a_boot_out_of_time_says_whether_the_firmware_let_go(tmp_path: Path, reads: str, reason: str) -> None:
+    console = tmp_path / "console.log"
+    boot.handover_trace(console).write_text(reads)
+    with pytest.raises(boot.BootError) as caught:
+        boot.run(["sleep", "30"], console, boot.Settings(timeout_s=1))
+    assert str(caught.value).startswith(reason)
 
 
 @pytest.mark.skipif(shutil.which(boot.QEMU) is None, reason="QEMU is not installed")

@@ -112,9 +112,21 @@ def command_line(
         "-smp", "1", "-rtc", RTC, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=console,path={console}", "-serial", "chardev:console",
         "-kernel", str(files.kernel), "-initrd", str(files.initrd), "-append", append.strip(),
+        "-trace", f"fw_cfg_select,file={handover_trace(console)}",
         *settings.extra, *topology.arguments,
     ]  # fmt: skip
     return command
+
+
+def handover_trace(console: Path) -> Path:
+    """Where QEMU logs the firmware's fw_cfg reads, beside the console.
+
+    The last read before the kernel runs is ``kernel_entry`` (the PVH loader asking where to jump),
+    so the log tells a firmware that never let go of the machine from a kernel that never powered
+    off.  It is written by QEMU on the host: the guest executes the same instructions with or
+    without it.
+    """
+    return console.with_name(console.name + ".fw_cfg")
 
 
 def _memory(nodes: int) -> list[str]:
@@ -141,9 +153,7 @@ def run(command: list[str], console: Path, settings: Settings) -> Console:
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, timeout=settings.timeout_s
             )
         except subprocess.TimeoutExpired:
-            raise BootError(
-                f"the guest did not power off within {settings.timeout_s:.0f} s (raise --timeout)"
-            ) from None
+            raise BootError(_timed_out(console, settings.timeout_s)) from None
         errors.seek(0)
         stderr = errors.read().decode("utf-8", "replace")
     wall = time.monotonic() - started
@@ -151,6 +161,18 @@ def run(command: list[str], console: Path, settings: Settings) -> Console:
     if process.returncode != 0 and marks.END not in text:
         raise BootError(f"QEMU refused to start: {qemu_message(stderr)}")
     return Console(text, wall, tuple(command))
+
+
+def _timed_out(console: Path, timeout_s: float) -> str:
+    """Why a boot ran out of time, as far as the host can tell: still in the firmware, or in the kernel."""
+    trace = handover_trace(console)
+    reads = trace.read_text(encoding="utf-8", errors="replace") if trace.is_file() else ""
+    if "'kernel_entry'" in reads:
+        return f"the kernel started but the guest did not power off within {timeout_s:.0f} s (raise --timeout)"
+    return (
+        f"the firmware had not started the kernel after {timeout_s:.0f} s: SeaBIOS may loop forever on this "
+        "topology (see docs/bootcost.md, Caveats); a longer --timeout helps only if it is merely slow"
+    )
 
 
 def qemu_message(stderr: str) -> str:
