@@ -40,6 +40,6 @@ def test_corpus_tables_on_the_page_are_the_two_committed_corpus_runs() -> None:
 def test_the_page_counts_the_goldens_the_two_corpus_runs_disagree_on() -> None:
     runs = [DOCS / "bootcost" / name for name in ("corpus-1.jsonl", "corpus-2.jsonl")]
     first, second = (corpus.load(path.read_text(encoding="utf-8")) for path in runs)
-    moved = {line.split(": ", 1)[0] for line in corpus.differences(first, second)}
+    moved = {difference.topology for difference in corpus.differences(first, second)}
     page = " ".join((DOCS / "bootcost.md").read_text(encoding="utf-8").split())
     assert f"finds {len(first) - len(moved)} of the {len(first)} goldens identical" in page

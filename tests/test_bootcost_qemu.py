@@ -137,13 +137,17 @@ def test_every_driver_of_the_table_is_known_to_this_qemu() -> None:
     assert sorted(wanted - names) == []
 
 
+def _without_guest(command: list[str]) -> list[str]:
+    """The command without -kernel, -initrd and -append: QEMU checks the devices without a guest."""
+    at = command.index("-kernel")
+    return command[:at] + command[at + 6 :]
+
+
 @pytest.mark.skipif(shutil.which(boot.QEMU) is None, reason="QEMU is not installed")
 def test_real_qemu_refusing_a_device_gives_its_message_once(tmp_path: Path) -> None:
     layout = qemu.Layout(arguments=["-device", '{"driver":"virtio-net-pci","id":"n","bus":"pci.9","addr":"0x0"}'])
     files = boot.GuestFiles(tmp_path / "vmlinux", tmp_path / "initrd")
-    command = boot.command_line("q35", layout, files, [], boot.Settings(), tmp_path / "console.log")
-    at = command.index("-kernel")
-    del command[at : at + 6]  # no -kernel, -initrd, -append: QEMU checks the devices without a guest
+    command = _without_guest(boot.command_line("q35", layout, files, [], boot.Settings(), tmp_path / "console.log"))
     with pytest.raises(boot.BootError) as refused:
         boot.run(command, tmp_path / "console.log", boot.Settings(timeout_s=60))
     message = str(refused.value)
@@ -167,8 +171,7 @@ QEMU_7_REFUSES = {"fuzz-found/q35-second-iommu/q35@12.8.0.xml": "QEMU does not s
 
 def _start_paused(command: list[str]) -> subprocess.CompletedProcess[str]:
     """QEMU builds every device, then quits over QMP before running a single guest instruction."""
-    at = command.index("-kernel")
-    del command[at : at + 6]  # no guest: the devices are what is checked
+    command = _without_guest(command)
     quit_now = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
     return subprocess.run([*command, "-S", "-qmp", "stdio"], input=quit_now, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
